@@ -1,0 +1,330 @@
+"""Params: one schema per stage section of params.yaml, validated strictly before any work starts.
+
+Each stage reads only its own section. An unknown key, a wrong type or an impossible value stops the stage with a
+message that names the key and what was expected, e.g.
+
+    params.yaml: train_cifar.optim.lr: expected a number > 0, got -0.1
+
+The YAML loader follows YAML 1.2 for floats (as DVC's own reader does), so `5e-4` is a number, not a string.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .models import ACTIVATIONS, ARCHS
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing a section or holds a key, type or value the stage cannot use."""
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+# YAML 1.1 (PyYAML) reads 5e-4 as a string; YAML 1.2 and DVC read it as a float. Agree with DVC.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)$|^[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?$"
+               r"|^[-+]?[0-9][0-9_]*\.[0-9_]*$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: file not found")
+    with open(path) as f:
+        data = yaml.load(f, Loader=_Loader)
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of stage sections at the top level")
+    return data
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; no silent type coercion (an int is still accepted where a float is expected)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building blocks shared by the stage schemas
+
+
+class ModelConfig(Strict):
+    arch: str = Field(description="one of models.ARCHS")
+    activation: str = "relu"
+    widths: Optional[list[int]] = Field(None, description="hidden widths (MLP) or channel widths (CNN); null = default")
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        if v not in ARCHS:
+            raise ValueError(f"unknown architecture '{v}', expected one of {sorted(ARCHS)}")
+        return v
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, v: str) -> str:
+        if v not in ACTIVATIONS:
+            raise ValueError(f"unknown activation '{v}', expected one of {sorted(ACTIVATIONS)}")
+        return v
+
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, v):
+        if v is not None and any(w <= 0 for w in v):
+            raise ValueError("expected a list of positive integers ([] for softmax regression) or null")
+        return v
+
+
+class OptimConfig(Strict):
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(gt=0)  # peak learning rate
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD momentum (Adam: beta1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)  # L2 on weights (not on biases or norm layers)
+    schedule: Literal["constant", "onecycle", "step", "cosine"] = "constant"
+    warmup: float = Field(0.0, ge=0, lt=1)  # onecycle: share of steps spent rising to the peak
+    milestones: list[int] = Field(default_factory=list)  # step: epochs at which the LR is multiplied by gamma
+    gamma: float = Field(0.1, gt=0, le=1)
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, v):
+        if any(m <= 0 for m in v) or v != sorted(v):
+            raise ValueError("expected increasing positive epoch numbers")
+        return v
+
+
+class AugmentConfig(Strict):
+    crop: int = Field(0, ge=0, le=8)  # random translation by up to this many pixels (reflect padding); 0 = off
+    flip: bool = False  # random horizontal flip
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    augment: AugmentConfig = AugmentConfig()
+    amp: bool = False  # bf16 autocast where the device supports it well (CUDA); ignored on CPU
+    channels_last: bool = True  # faster convolutions on CPU (oneDNN) and on tensor-core GPUs
+    eval_batch_size: int = Field(1000, gt=0)
+
+
+class DataConfig(Strict):
+    dataset: Literal["mnist", "cifar10"]
+    train_limit: Optional[int] = Field(None, gt=0)  # first-N seeded subset of the training set; null = all
+    test_limit: Optional[int] = Field(None, gt=0)  # first N test images; null = all 10,000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage sections
+
+
+class TrainStage(Strict):
+    """A clean training run (train_mnist, train_cifar)."""
+
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    data: DataConfig
+    model: ModelConfig
+    optim: OptimConfig
+    train: TrainConfig
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", v):
+            raise ValueError(f"unknown device '{v}', expected auto, cpu, cuda or cuda:N")
+        return v
+
+    @model_validator(mode="after")
+    def _milestones_inside(self):
+        if any(m >= self.train.epochs for m in self.optim.milestones):
+            raise ValueError(f"optim.milestones {self.optim.milestones} must lie below train.epochs={self.train.epochs}")
+        return self
+
+
+class AttackConfig(Strict):
+    """One attack of an evaluation (see evaluate.AttackSpec)."""
+
+    name: str
+    kind: Literal["fgsm", "pgd", "autoattack", "gradfree"]
+    norm: Literal["linf", "l2"] = "linf"
+    steps: int = Field(20, gt=0)
+    step_ratio: float = Field(2.5, gt=0)  # step size = step_ratio * eps / steps (Madry et al.'s rule)
+    restarts: int = Field(1, gt=0)
+    loss: Literal["ce", "margin"] = "ce"
+    samples: int = Field(100, ge=2)  # gradfree only: function evaluations per step and example
+    max_n: Optional[int] = Field(None, gt=0)  # run on the first max_n examples only (AutoAttack is slow on a CPU)
+    slow: bool = False  # run only at each model's slow_eps (AutoAttack's Square spends 5,000 queries per robust image)
+
+
+class TargetConfig(Strict):
+    """A trained model to evaluate and its eps grid."""
+
+    eps: list[float]  # pixels in [0, 1]; include 0 (clean) and one huge eps for the sanity check
+    large_eps: float = Field(gt=0)  # an eps at which any working attack must reach ~0% accuracy
+    slow_eps: list[float] = Field(default_factory=list)  # the eps at which attacks marked slow run
+
+    @field_validator("eps")
+    @classmethod
+    def _eps(cls, v):
+        if not v or any(e < 0 for e in v) or v != sorted(v):
+            raise ValueError("expected a non-empty increasing list of eps >= 0")
+        return v
+
+
+class RobustnessStage(Strict):
+    """White-box evaluation of the clean models with the attack library and its sanity flags."""
+
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    n: int = Field(gt=0)  # first N test images per model
+    batch_size: int = Field(250, gt=0)
+    models: dict[Literal["train_mnist", "train_cifar"], TargetConfig]
+    attacks: list[AttackConfig]
+
+    _device = field_validator("device")(TrainStage._device.__func__)
+
+    @field_validator("attacks")
+    @classmethod
+    def _names(cls, v):
+        names = [a.name for a in v]
+        if len(set(names)) != len(names) or not v:
+            raise ValueError(f"expected at least one attack and unique names, got {names}")
+        return v
+
+
+class NetConfig(Strict):
+    """One fully connected net of the Szegedy / Goodfellow experiments."""
+
+    name: str
+    arch: Literal["mlp", "maxout"] = "mlp"
+    widths: list[int]  # hidden widths; [] = softmax regression
+    activation: str = "sigmoid"
+    weight_decay: Optional[float] = Field(None, ge=0)  # overrides optim.weight_decay for this net
+    part: Literal["P1", "P2", "all"] = "P1"  # training data: a half of the 60k training set, or all of it
+
+    _activation = field_validator("activation")(ModelConfig._activation.__func__)
+
+
+class LbfgsConfig(Strict):
+    n: int = Field(gt=0)  # test images attacked per net
+    search_steps: int = Field(10, gt=0)  # rounds of the search over c
+    max_iter: int = Field(100, gt=0)  # L-BFGS-B iterations per round
+    c_init: float = Field(1.0, gt=0)
+    batch_size: int = Field(1000, gt=0)
+
+
+class SzegedyStage(Strict):
+    """Szegedy et al. 2014: minimal L-BFGS distortion and cross-model / cross-training-set transfer on MNIST."""
+
+    seed: int = Field(0, ge=0)
+    split_seed: int = Field(0, ge=0)  # the P1/P2 split of the 60k training images
+    device: str = "auto"
+    nets: list[NetConfig]
+    optim: OptimConfig
+    train: TrainConfig
+    lbfgs: LbfgsConfig
+    amplify_to: float = Field(0.1, gt=0)  # RMS distortion of the "amplified" rows
+    noise_std: float = Field(0.1, gt=0)  # Gaussian-noise baseline (pixels in [0, 1])
+    fgsm_eps: float = Field(0.1, gt=0)  # L-inf eps of the FGSM / PGD transfer tables
+    pgd_steps: int = Field(20, gt=0)
+
+    _device = field_validator("device")(TrainStage._device.__func__)
+
+    @field_validator("nets")
+    @classmethod
+    def _unique(cls, v):
+        names = [n.name for n in v]
+        if len(set(names)) != len(names) or not v:
+            raise ValueError(f"expected at least one net and unique names, got {names}")
+        return v
+
+
+class GoodfellowStage(Strict):
+    """Goodfellow et al. 2015: FGSM against shallow and maxout nets, and FGSM adversarial training."""
+
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    nets: list[NetConfig]
+    optim: OptimConfig
+    train: TrainConfig
+    eps: float = Field(0.25, gt=0)  # L-inf, pixels in [0, 1]
+    alpha: float = Field(0.5, ge=0, le=1)  # weight of the clean loss in the adversarial objective
+    eps_curve: list[float]  # error-against-eps curves
+    n_eval: Optional[int] = Field(None, gt=0)  # test images evaluated; null = all 10,000
+
+    _device = field_validator("device")(TrainStage._device.__func__)
+    _unique = field_validator("nets")(SzegedyStage._unique.__func__)
+
+
+class ReportStage(Strict):
+    dpi: int = Field(110, gt=20, le=600)  # resolution of the PNG figures
+
+
+SECTIONS: dict[str, type[Strict]] = {
+    "train_mnist": TrainStage,
+    "train_cifar": TrainStage,
+    "robustness": RobustnessStage,
+    "szegedy": SzegedyStage,
+    "goodfellow": GoodfellowStage,
+    "report": ReportStage,
+}
+
+_EXPECT = {
+    "greater_than": "a number > {gt:g}",
+    "greater_than_equal": "a number >= {ge:g}",
+    "less_than": "a number < {lt:g}",
+    "less_than_equal": "a number <= {le:g}",
+}
+
+
+def _describe(err: dict[str, Any], schema: type[BaseModel]) -> str:
+    kind, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in _EXPECT:
+        return f"expected {_EXPECT[kind].format(**ctx)}, got {got!r}"
+    if kind == "literal_error":
+        return f"expected one of {ctx.get('expected')}, got {got!r}"
+    if kind.endswith("_type"):
+        what = kind.removesuffix("_type").replace("_", " ")
+        return f"expected {'a ' if what[0] not in 'aeiou' else 'an '}{what}, got {type(got).__name__} {got!r}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return msg
+
+
+def validate(section: str, raw: Any, source: str = "params.yaml") -> Strict:
+    """Validate one section's raw mapping against its schema; raise ParamsError naming every bad key."""
+    if section not in SECTIONS:
+        raise ParamsError(f"{source}: no schema for section '{section}' (known: {sorted(SECTIONS)})")
+    schema = SECTIONS[section]
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: section '{section}' must be a mapping, got {type(raw).__name__}")
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in (section, *err["loc"]))
+            lines.append(f"{source}: {loc}: {_describe(err, schema)}")
+        raise ParamsError("\n".join(lines)) from None
+
+
+def load(section: str, path: str | Path = "params.yaml") -> Strict:
+    """Read `path`, take only `section`, validate it. Other sections are not looked at."""
+    data = read_yaml(path)
+    if section not in data:
+        raise ParamsError(f"{path}: section '{section}' is missing")
+    return validate(section, data[section], str(path))

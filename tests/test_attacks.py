@@ -1,0 +1,210 @@
+"""Reference checks of the attacks: closed forms, constraint properties, an independent implementation."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advrep import attacks as A
+from advrep import data, models, train
+from advrep.config import OptimConfig, TrainConfig
+
+
+@pytest.fixture(scope="module")
+def mnist_small(mirror):
+    """A small MLP trained for a few seconds on 10k MNIST images, and 1,000 test images it is attacked on."""
+    arrays = data.fetch("mnist", mirror)
+    x = lambda a: torch.from_numpy(a).float().div(255).unsqueeze(1)  # noqa: E731
+    tr = data.Split(x(arrays["x_train"][:10000]), torch.from_numpy(arrays["y_train"][:10000]).long(),
+                    torch.arange(10000))
+    te = data.Split(x(arrays["x_test"][:1000]), torch.from_numpy(arrays["y_test"][:1000]).long(), torch.arange(1000))
+    torch.manual_seed(0)
+    model = models.build({"arch": "mlp", "dataset": "mnist", "widths": [128]})
+    train.fit(model, tr, te, TrainConfig(epochs=3, batch_size=64), OptimConfig(lr=0.1, schedule="onecycle",
+              warmup=0.2), 0, torch.device("cpu"))
+    return model.eval(), te
+
+
+def linear_model(seed=0):
+    torch.manual_seed(seed)
+    return models.build({"arch": "mlp", "dataset": "mnist", "widths": []}).eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Closed forms
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_fgsm_on_a_linear_model_equals_its_closed_form(targeted):
+    model = linear_model()
+    x = torch.rand(64, 1, 28, 28)
+    y = torch.randint(0, 10, (64,))
+    t = (y + 1) % 10 if targeted else None
+    eps = 0.1
+    # closed form: z = W (x - m)/s + b, dCE/dz = softmax(z) - onehot(label), dCE/dx = W^T (p - onehot) / s
+    lin = model.body[1]
+    std = model.norm.std.item()
+    z = model(x)
+    label = t if targeted else y
+    g = ((F.softmax(z, 1) - F.one_hot(label, 10)) @ lin.weight / std).view_as(x)
+    expected = (x + (-1 if targeted else 1) * eps * g.sign()).clamp(0, 1)
+    got = A.fgsm(model, x, y, eps, target=t).x
+    assert torch.equal(got, expected)
+
+
+def test_linf_projection_is_exact_and_l2_random_start_fills_the_ball():
+    x = torch.full((2000, 1, 4, 4), 0.5)
+    th = A.L2(0.3)
+    r = th.norm(th.random_start(x) - x)
+    assert r.max() <= 0.3 + 1e-6
+    # uniform in a 16-d ball: P(|r| <= eps/2) = 2^-16; the mean radius is eps * 16/17
+    assert (r < 0.15).float().mean() < 0.01 and abs(r.mean().item() - 0.3 * 16 / 17) < 0.01
+    z = torch.rand(10, 3, 8, 8)
+    far = z + torch.randn_like(z)
+    p = A.Linf(0.05).project(far, z)
+    assert torch.equal(p, torch.maximum(torch.minimum(far, z + 0.05), z - 0.05).clamp(0, 1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Properties: every returned example is inside the ball and the box
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@settings(max_examples=40, deadline=None)
+@given(norm=st.sampled_from(["linf", "l2"]), eps=st.floats(0.0, 3.0), steps=st.integers(1, 6),
+       start=st.booleans(), targeted=st.booleans(), restarts=st.integers(1, 3), loss=st.sampled_from(["ce", "margin"]),
+       early=st.booleans(), seed=st.integers(0, 10_000))
+def test_results_stay_in_ball_and_box(norm, eps, steps, start, targeted, restarts, loss, early, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(8, 3, 4, 4, generator=g)
+    x[0] = 0.0  # corners of the box
+    x[1] = 1.0
+    y = torch.randint(0, 10, (8,), generator=g)
+    th = A.threat(norm, eps)
+    res = A.pgd(Tiny(), x, y, th, steps, 2.5 * eps / steps + 1e-3, target=(y + 3) % 10 if targeted else None,
+                restarts=restarts, random_start=start, loss=loss, early_stop=early)
+    assert res.x.min() >= 0 and res.x.max() <= 1
+    assert (th.norm(res.x - x) <= eps * (1 + 1e-5) + 1e-6).all()
+    assert torch.equal(res.distortion, th.norm(res.x - x))
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 1.0), ("l2", 30.0)])
+def test_targeted_attacks_reach_every_target_when_the_budget_allows(norm, eps):
+    model = linear_model(3)
+    x = torch.rand(100, 1, 28, 28)
+    y = model(x).argmax(1)
+    t = (y + 1 + torch.randint(0, 9, (100,))) % 10
+    res = A.pgd(model, x, y, A.threat(norm, eps), steps=50, step_size=eps / 10, target=t)
+    assert res.success.all() and (res.logits.argmax(1) == t).all()
+
+
+def test_attacks_use_eval_mode_and_restore_the_mode():
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            seen.append(self.training)
+            return x
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 10), nn.Dropout(0.5), Spy()).train()
+    A.pgd(model, torch.rand(4, 1, 4, 4), torch.zeros(4, dtype=torch.long), A.Linf(0.1), 3, 0.05)
+    assert seen and not any(seen)
+    assert all(m.training for m in model.modules())
+
+
+def test_bad_eps_is_refused():
+    for bad in (-0.1, float("nan"), "8/255"):
+        with pytest.raises(ValueError, match="eps must be a finite number"):
+            A.Linf(bad)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Against an independent implementation (torchattacks)
+
+
+@pytest.mark.parametrize("norm,eps,steps,alpha", [("linf", 0.06, 20, 0.0075), ("l2", 1.0, 20, 0.125)])
+def test_pgd_matches_torchattacks(mnist_small, norm, eps, steps, alpha):
+    torchattacks = pytest.importorskip("torchattacks")
+    model, te = mnist_small
+    torch.manual_seed(0)
+    ours = A.pgd(model, te.x, te.y, A.threat(norm, eps), steps, alpha)
+    ours_acc = (ours.logits.argmax(1) == te.y).float().mean().item()
+    torch.manual_seed(0)
+    peer = (torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True) if norm == "linf"
+            else torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=True))
+    adv = peer(te.x, te.y)
+    with torch.no_grad():
+        peer_acc = (model(adv).argmax(1) == te.y).float().mean().item()
+    assert 0.1 < peer_acc < 0.9, f"eps {eps} leaves {peer_acc:.2f}: pick an eps where the comparison means something"
+    assert abs(ours_acc - peer_acc) <= 0.01, f"ours {ours_acc:.3f} vs torchattacks {peer_acc:.3f}"
+
+
+def test_lbfgs_distortion_not_larger_than_pgd_l2_bisection(mnist_small):
+    model, te = mnist_small
+    x, y = te.x[:40], te.y[:40]
+    t = (y + 1) % 10
+    res = A.lbfgs(model, x, t, search_steps=10, max_iter=100)
+    assert res.success.float().mean() >= 0.95
+    # the smallest L2 eps at which targeted PGD reaches t, by bisection per example
+    lo, hi = torch.zeros(40), torch.full((40,), 8.0)
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        ok = torch.stack([A.pgd(model, x[i:i + 1], y[i:i + 1], A.L2(mid[i].item()), 100, mid[i].item() / 20,
+                                target=t[i:i + 1], random_start=False).success[0] for i in range(40)])
+        hi, lo = torch.where(ok, mid, hi), torch.where(ok, lo, mid)
+    pgd_rms = hi / math.sqrt(784)  # an L2 norm as Szegedy's RMS distortion
+    both = res.success
+    assert (res.distortion[both] <= pgd_rms[both] * 1.02 + 1e-4).float().mean() >= 0.9
+    assert res.distortion[both].mean() <= pgd_rms[both].mean()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Adaptive-attack tools
+
+
+def test_bpda_value_of_forward_gradient_of_surrogate():
+    m = A.BPDA(nn.Identity(), nn.Identity())
+    m.forward_module = type("Round", (nn.Module,), {"forward": lambda self, x: torch.round(x * 4) / 4})()
+    x = torch.linspace(0, 1, 9, requires_grad=True)
+    out = m(x)
+    assert torch.equal(out, torch.round(x.detach() * 4) / 4)
+    out.sum().backward()
+    assert torch.equal(x.grad, torch.ones(9))  # identity surrogate: gradient 1, where round() has gradient 0
+
+
+def test_with_bpda_wraps_a_copy_and_leaves_the_model_alone():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    twin = A.with_bpda(model, lambda m: isinstance(m, nn.ReLU), lambda m: nn.Softplus(beta=10))
+    assert isinstance(twin[1], A.BPDA) and isinstance(model[1], nn.ReLU)
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(twin(x), model(x))
+
+
+def test_eot_of_a_deterministic_model_is_the_model():
+    model = linear_model()
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(A.EOT(model, 4)(x), model(x))
+
+
+def test_gradient_free_estimate_points_along_the_true_gradient():
+    model = linear_model(5)
+    x = torch.rand(4, 1, 28, 28) * 0.5 + 0.25
+    y = model(x).argmax(1)
+    torch.manual_seed(0)
+    est, _ = A.GradientFree(model, sigma=1e-3, samples=4000)(x, y)
+    true, _ = A.autograd_oracle(model, "margin", False)(x, y)
+    cos = F.cosine_similarity(est.flatten(1), true.flatten(1)).min()
+    assert cos > 0.6  # 784 dims, 2000 antithetic pairs: expected cosine ~ sqrt(2000/784)/... well above chance (~0.04)

@@ -1,0 +1,78 @@
+"""Evaluation API: the tidy robustness table, and each sanity flag firing on a flawed table and not on a sound one."""
+import pandas as pd
+import pytest
+import torch
+
+from advrep import evaluate as E
+from advrep import models
+
+
+def rows(spec):
+    """Build a results table from {(attack, kind, steps, restarts): {eps: acc}}."""
+    out = []
+    for (name, kind, steps, restarts), accs in spec.items():
+        for eps, acc in accs.items():
+            out.append({"attack": name, "kind": kind, "norm": "linf", "eps": eps, "steps": steps,
+                        "restarts": restarts, "loss": "ce", "n": 1000, "robust_acc": acc})
+    return pd.DataFrame(out)
+
+
+SOUND = rows({
+    ("FGSM", "fgsm", 1, 1): {0.0: 0.99, 0.1: 0.60, 0.3: 0.20, 1.0: 0.0},
+    ("PGD-20", "pgd", 20, 1): {0.0: 0.99, 0.1: 0.40, 0.3: 0.05, 1.0: 0.0},
+    ("PGD-100x5", "pgd", 100, 5): {0.0: 0.99, 0.1: 0.39, 0.3: 0.04, 1.0: 0.0},
+    ("transfer", "transfer", 20, 1): {0.0: 0.99, 0.1: 0.80, 0.3: 0.50, 1.0: 0.10},
+})
+
+
+def triggered(df):
+    flags = E.sanity_flags(df, large_eps={"linf": 1.0})
+    return set(flags.loc[flags["triggered"], "flag"])
+
+
+def test_sound_evaluation_raises_no_flag():
+    assert triggered(SOUND) == set()
+
+
+def test_each_flag_fires_on_its_symptom():
+    masked = rows({
+        ("FGSM", "fgsm", 1, 1): {0.0: 0.99, 0.1: 0.30, 0.3: 0.20, 1.0: 0.15},
+        ("PGD-20", "pgd", 20, 1): {0.0: 0.99, 0.1: 0.70, 0.3: 0.80, 1.0: 0.60},
+        ("PGD-100x5", "pgd", 100, 5): {0.0: 0.99, 0.1: 0.45, 0.3: 0.40, 1.0: 0.30},
+        ("gradient-free", "gradfree", 100, 1): {0.0: 0.99, 0.1: 0.10, 0.3: 0.02, 1.0: 0.0},
+    })
+    assert triggered(masked) == {
+        "accuracy rises with eps", "accuracy not ~0 at a huge eps", "single-step stronger than iterative",
+        "more steps or restarts help a lot", "transfer or gradient-free beats white-box"}
+    flags = E.sanity_flags(masked, large_eps={"linf": 1.0}).set_index("flag")
+    assert "PGD-20: 70.0% at eps 0.1 -> 80.0% at eps 0.3" in flags.loc["accuracy rises with eps", "detail"]
+    assert "masking" in flags.loc["transfer or gradient-free beats white-box", "suggests"]
+
+
+def test_noise_sized_differences_do_not_fire():
+    df = SOUND.copy()
+    df.loc[(df.attack == "PGD-20") & (df.eps == 0.3), "robust_acc"] = 0.21  # +1 point over FGSM at n=1000
+    df.loc[(df.attack == "FGSM") & (df.eps == 0.3), "robust_acc"] = 0.20
+    assert "single-step stronger than iterative" not in triggered(df)
+
+
+def test_robustness_table_on_a_model():
+    torch.manual_seed(0)
+    model = models.build({"arch": "mlp", "dataset": "mnist", "widths": [32]}).eval()
+    x = torch.rand(64, 1, 28, 28)
+    y = model(x).argmax(1)  # clean accuracy 1 by construction
+    specs = [E.AttackSpec("FGSM", "fgsm"), E.AttackSpec("PGD-10", "pgd", steps=10)]
+    df = E.robustness(model, x, y, specs, [0.0, 0.05, 0.5], batch_size=32)
+    assert list(df["attack"]) == ["FGSM"] * 3 + ["PGD-10"] * 3
+    assert (df["clean_acc"] == 1.0).all()
+    assert (df.loc[df.eps == 0.0, "robust_acc"] == 1.0).all()
+    assert (df["max_distortion"] <= df["eps"] + 1e-6).all()
+    big = df[df.eps == 0.5]
+    assert (big["robust_acc"] < 0.05).all() and (big["mean_distortion"] > 0).all()
+
+
+def test_spec_validation_names_the_attack():
+    with pytest.raises(ValueError, match="attack 'x': unknown kind 'magic'"):
+        E.AttackSpec("x", "magic")
+    with pytest.raises(ValueError, match="needs a surrogate"):
+        E.AttackSpec("t", "transfer")

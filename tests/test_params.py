@@ -1,0 +1,89 @@
+"""Params validation: every committed profile is valid; bad keys, types and values are named in the error."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from advrep import config
+
+PROFILES = ["params.yaml", "profiles/smoke.yaml", "profiles/paper.yaml"]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_committed_profiles_validate(root, profile):
+    raw = config.read_yaml(root / profile)
+    assert set(raw) >= {"train_mnist", "train_cifar", "report"}
+    for section in raw:
+        config.validate(section, raw[section], profile)
+
+
+def test_profiles_share_the_same_sections(root):
+    keys = [set(config.read_yaml(root / p)) for p in PROFILES]
+    assert keys[0] == keys[1] == keys[2]
+
+
+def _err(section, raw):
+    with pytest.raises(config.ParamsError) as e:
+        config.validate(section, raw)
+    return str(e.value)
+
+
+def test_unknown_key_is_named(tiny_cfg):
+    tiny_cfg["optim"]["learning_rate"] = 0.1
+    assert "train_mnist.optim.learning_rate: unknown key" in _err("train_mnist", tiny_cfg)
+
+
+def test_negative_lr_is_rejected(tiny_cfg):
+    tiny_cfg["optim"]["lr"] = -0.1
+    assert "train_mnist.optim.lr: expected a number > 0, got -0.1" in _err("train_mnist", tiny_cfg)
+
+
+def test_unknown_activation_is_rejected(tiny_cfg):
+    tiny_cfg["model"]["activation"] = "swishy"
+    msg = _err("train_mnist", tiny_cfg)
+    assert "train_mnist.model.activation" in msg and "swishy" in msg and "relu" in msg
+
+
+def test_wrong_type_is_rejected(tiny_cfg):
+    tiny_cfg["train"]["epochs"] = "10"
+    msg = _err("train_mnist", tiny_cfg)
+    assert "train_mnist.train.epochs" in msg and "expected an int" in msg
+
+
+def test_missing_key_is_named(tiny_cfg):
+    del tiny_cfg["optim"]["lr"]
+    assert "train_mnist.optim.lr: required key is missing" in _err("train_mnist", tiny_cfg)
+
+
+def test_milestone_beyond_epochs_is_rejected(tiny_cfg):
+    tiny_cfg["optim"] |= {"schedule": "step", "milestones": [5]}
+    assert "milestones" in _err("train_mnist", tiny_cfg)
+
+
+def test_every_bad_key_is_reported_at_once(tiny_cfg):
+    tiny_cfg["optim"]["lr"] = 0
+    tiny_cfg["train"]["batch_size"] = -1
+    msg = _err("train_mnist", tiny_cfg)
+    assert "optim.lr" in msg and "train.batch_size" in msg
+
+
+def test_scientific_notation_is_a_float_like_dvc_reads_it(tmp_path, tiny_cfg):
+    text = yaml.safe_dump({"train_mnist": tiny_cfg}).replace("lr: 0.05", "lr: 5e-2")
+    assert "5e-2" in text
+    (tmp_path / "p.yaml").write_text(text)
+    assert config.load("train_mnist", tmp_path / "p.yaml").optim.lr == pytest.approx(0.05)
+
+
+def test_missing_section_and_file(tmp_path):
+    (tmp_path / "p.yaml").write_text("report: {dpi: 100}\n")
+    with pytest.raises(config.ParamsError, match="section 'train_mnist' is missing"):
+        config.load("train_mnist", tmp_path / "p.yaml")
+    with pytest.raises(config.ParamsError, match="file not found"):
+        config.load("report", tmp_path / "absent.yaml")
+
+
+def test_stage_reads_only_its_section(tmp_path, tiny_cfg):
+    # a broken neighbour section does not stop this stage
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"train_mnist": tiny_cfg, "report": {"dpi": "high"}}))
+    assert config.load("train_mnist", tmp_path / "p.yaml").train.epochs == 3
