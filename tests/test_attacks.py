@@ -125,6 +125,19 @@ def test_attacks_use_eval_mode_and_restore_the_mode():
     assert all(m.training for m in model.modules())
 
 
+def test_attack_leaves_a_conv_net_as_it_found_it():
+    torch.manual_seed(0)
+    model = models.build({"arch": "cifar_cnn", "dataset": "cifar10", "widths": [8, 8, 8]}).eval()
+    x = torch.rand(6, 3, 32, 32)
+    before = model(x)
+    res = A.pgd(model, x, model(x).argmax(1), A.Linf(8 / 255), 3, 2 / 255)
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous() and all(p.requires_grad for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters())
+    torch.testing.assert_close(model(x), before)
+    assert (A.Linf(8 / 255).norm(res.x - x) <= 8 / 255 + 1e-6).all()
+
+
 def test_bad_eps_is_refused():
     for bad in (-0.1, float("nan"), "8/255"):
         with pytest.raises(ValueError, match="eps must be a finite number"):

@@ -93,7 +93,8 @@ def test_params_and_metrics_diff_across_branches(pipeline):
     (scratch / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run([DVC, "repro"], scratch, env)
     pdiff = run_json([DVC, "params", "diff", base, "--json"], scratch, env)
-    assert pdiff["params.yaml"]["train_mnist.optim.lr"] == {"old": 0.1, "new": 0.01}
+    lr = pdiff["params.yaml"]["train_mnist.optim.lr"]
+    assert (lr["old"], lr["new"]) == (0.1, 0.01)
     mdiff = run_json([DVC, "metrics", "diff", base, "--json"], scratch, env)
     assert "test_acc" in mdiff["reports/metrics/train_mnist.json"]
     assert "reports/metrics/train_cifar.json" not in mdiff  # untouched stage, unmoved metrics

@@ -240,6 +240,13 @@ def szegedy_reading(nets: pd.DataFrame, t: pd.DataFrame, first: str) -> str:
             f"Examples made for {first} fool {twin} (same half P1) {pct(a)} of the time and {half} (other half P2) "
             f"{pct(b)}, so transfer to the net trained on the same data is {shape} transfer across training sets; "
             f"both are far above Gaussian noise of stddev 0.1 ({pct(n)} at most).")
+        hidden = nets[(nets["net"] != first) & nets["net"].map(lambda k: "FC10(" not in k)]
+        same = [f"{k} {pct(t.loc[row, k])}" for k in hidden[hidden["part"] == "P1"]["net"]]
+        other = [f"{k} {pct(t.loc[row, k])}" for k in hidden[hidden["part"] == "P2"]["net"]]
+        if len(same) > 1:
+            lines.append(f"Over every hidden-layer net, the same-half nets receive {', '.join(same)} and the "
+                         f"other-half net {', '.join(other)}: at this scale the training-set effect is "
+                         f"{'clear' if min(t.loc[row, k] for k in hidden[hidden['part'] == 'P1']['net']) > b + 0.03 else 'small next to the architecture effect'}.")
     d = nets["mean_distortion"]
     lines.append(
         f"Our mean minimal distortion ({d.min():.3f}-{d.max():.3f}) is below the paper's 0.058-0.065, and our test "
