@@ -5,7 +5,6 @@ J~ = alpha J(x) + (1 - alpha) J(x + eps sign(grad J)), before and after, and err
 Outputs: data/goodfellow/ (nets, run record), reports/metrics/goodfellow.json, reports/plots/goodfellow_eps.csv,
 reports/tables/goodfellow.csv, reports/figures/goodfellow_examples.png.
 """
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -38,14 +37,7 @@ def fgsm_stats(model, x, y, eps, batch=2000):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args()
-    try:
-        cfg = config.load("goodfellow", args.params)
-    except config.ParamsError as e:
-        log.error(str(e))
-        return 2
+    _, cfg = config.for_stage(__doc__, "goodfellow")
     t0 = time.time()
     device = train.pick_device(cfg.device)
     raw = Path("data/raw/mnist.npz")
@@ -53,8 +45,7 @@ def main() -> int:
     x, y = test.x.to(device), test.y.to(device)
     rows, curves, trained = [], [], {}
     for net in cfg.nets:
-        optim = cfg.optim if net.weight_decay is None else cfg.optim.model_copy(update={"weight_decay": net.weight_decay})
-        spec = {"arch": net.arch, "widths": net.widths, "activation": net.activation, "dataset": "mnist"}
+        optim, spec = net.optim(cfg.optim), net.spec()
         for variant, objective in (("standard", None), ("FGSM-trained", robust.fgsm_objective(cfg.eps, cfg.alpha))):
             t = time.time()
             model, _ = train.train_model(spec, trainset, test, cfg.train, optim, cfg.seed, device,
@@ -87,10 +78,7 @@ def main() -> int:
     store.save_json("reports/metrics/goodfellow.json", metrics)
     store.save_csv("reports/tables/goodfellow.csv", pd.DataFrame(rows))
     store.save_csv("reports/plots/goodfellow_eps.csv", pd.DataFrame(curves))
-    run = {"stage": "goodfellow", "seed": cfg.seed, "params": cfg.model_dump(), "wall_seconds": time.time() - t0,
-           "provenance": store.provenance(str(device))}
-    store.save_json(OUT / "run.json", run)
-    store.save_json("reports/runs/goodfellow.json", run)
+    run = store.finish("goodfellow", cfg, t0, str(device), OUT)
     log.info(f"goodfellow: done in {run['wall_seconds']:.0f}s")
     return 0
 

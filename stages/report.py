@@ -1,5 +1,4 @@
 """report: regenerate reports/report.md and reports/figures/ from the committed metrics and run records."""
-import argparse
 import sys
 
 from advrep import config, report, store
@@ -8,14 +7,7 @@ log = store.logger("report")
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args()
-    try:
-        cfg = config.load("report", args.params)
-    except config.ParamsError as e:
-        log.error(str(e))
-        return 2
+    _, cfg = config.for_stage(__doc__, "report")
     path = report.write("reports", dpi=cfg.dpi)
     log.info(f"wrote {path}")
     return 0

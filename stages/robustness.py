@@ -3,7 +3,6 @@
 Outputs: reports/metrics/robustness.json (robust accuracy per model, attack and eps), reports/plots/robustness.csv
 (the tidy table), reports/tables/robustness_flags.csv (Carlini et al.'s sanity flags), and the run record.
 """
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -17,14 +16,7 @@ log = store.logger("robustness")
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args()
-    try:
-        cfg = config.load("robustness", args.params)
-    except config.ParamsError as e:
-        log.error(str(e))
-        return 2
+    _, cfg = config.for_stage(__doc__, "robustness")
     t0 = time.time()
     device = train.pick_device(cfg.device)
     specs = [evaluate.AttackSpec(**a.model_dump()) for a in cfg.attacks]
@@ -53,9 +45,7 @@ def main() -> int:
     store.save_json("reports/metrics/robustness.json", metrics)
     store.save_csv("reports/plots/robustness.csv", table)
     store.save_csv("reports/tables/robustness_flags.csv", flags)
-    run = {"stage": "robustness", "seed": cfg.seed, "params": cfg.model_dump(), "wall_seconds": time.time() - t0,
-           "provenance": store.provenance(str(device))}
-    store.save_json("reports/runs/robustness.json", run)
+    run = store.finish("robustness", cfg, t0, str(device))
     log.info(f"robustness: {len(table)} rows, {metrics['flags_triggered']} flags, {run['wall_seconds']:.0f}s")
     return 0
 

@@ -4,7 +4,6 @@ examples with box-constrained L-BFGS, and measure how they (and FGSM / PGD examp
 Outputs: data/szegedy/ (nets, run record), reports/metrics/szegedy.json, reports/tables/szegedy_*.csv,
 reports/figures/szegedy_examples.png.
 """
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -20,14 +19,7 @@ OUT = Path("data/szegedy")
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args()
-    try:
-        cfg = config.load("szegedy", args.params)
-    except config.ParamsError as e:
-        log.error(str(e))
-        return 2
+    _, cfg = config.for_stage(__doc__, "szegedy")
     t0 = time.time()
     device = train.pick_device(cfg.device)
     raw = Path("data/raw/mnist.npz")
@@ -37,8 +29,7 @@ def main() -> int:
 
     nets, rows = {}, []
     for i, net in enumerate(cfg.nets):
-        optim = cfg.optim if net.weight_decay is None else cfg.optim.model_copy(update={"weight_decay": net.weight_decay})
-        spec = {"arch": net.arch, "widths": net.widths, "activation": net.activation, "dataset": "mnist"}
+        optim, spec = net.optim(cfg.optim), net.spec()
         t = time.time()
         # each net its own seed: FC100-100-10 and FC100-100-10' must not share their initial weights
         model, _ = train.train_model(spec, parts[net.part], test, cfg.train, optim, cfg.seed + i, device,
@@ -99,11 +90,8 @@ def main() -> int:
     store.save_csv("reports/tables/szegedy_nets.csv", pd.DataFrame(rows))
     store.save_csv("reports/tables/szegedy_transfer.csv", table.reset_index(names="inputs"))
     store.save_csv("reports/tables/szegedy_transfer_grad.csv", grad_table.reset_index(names="inputs"))
-    run = {"stage": "szegedy", "seed": cfg.seed, "split_seed": cfg.split_seed, "params": cfg.model_dump(),
-           "P1_sha256": data.sha256(p1.numpy()), "P2_sha256": data.sha256(p2.numpy()),
-           "wall_seconds": time.time() - t0, "provenance": store.provenance(str(device))}
-    store.save_json(OUT / "run.json", run)
-    store.save_json("reports/runs/szegedy.json", run)
+    run = store.finish("szegedy", cfg, t0, str(device), OUT, split_seed=cfg.split_seed,
+                       P1_sha256=data.sha256(p1.numpy()), P2_sha256=data.sha256(p2.numpy()))
     log.info(f"szegedy: done in {run['wall_seconds']:.0f}s")
     return 0
 

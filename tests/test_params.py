@@ -87,3 +87,18 @@ def test_stage_reads_only_its_section(tmp_path, tiny_cfg):
     # a broken neighbour section does not stop this stage
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({"train_mnist": tiny_cfg, "report": {"dpi": "high"}}))
     assert config.load("train_mnist", tmp_path / "p.yaml").train.epochs == 3
+
+
+def test_a_stage_with_bad_params_stops_before_any_work(root, tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train_mnist:\n  data: {dataset: mnist}\n  model: {arch: mnist_cnn, activation: swishy}\n"
+                   "  optim: {lr: -1}\n  train: {epochs: 1, batch_size: 8, bogus: 1}\n")
+    out = subprocess.run([sys.executable, str(root / "stages/train.py"), "train_mnist", "--params", str(bad)],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 2
+    for key in ("train_mnist.model.activation", "train_mnist.optim.lr", "train_mnist.train.bogus: unknown key"):
+        assert key in out.stderr
+    assert list(tmp_path.iterdir()) == [bad]  # nothing written

@@ -47,6 +47,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _unique_names(items: list, what: str) -> list:
+    names = [i.name for i in items]
+    if not items or len(set(names)) != len(names):
+        raise ValueError(f"expected at least one {what} and unique names, got {names}")
+    return items
+
+
 class Strict(BaseModel):
     """Unknown keys are errors; no silent type coercion (an int is still accepted where a float is expected)."""
 
@@ -128,15 +135,11 @@ class DataConfig(Strict):
 # Stage sections
 
 
-class TrainStage(Strict):
-    """A clean training run (train_mnist, train_cifar)."""
+class Stage(Strict):
+    """What every stage section has: a seed and a device."""
 
     seed: int = Field(0, ge=0)
-    device: str = "auto"
-    data: DataConfig
-    model: ModelConfig
-    optim: OptimConfig
-    train: TrainConfig
+    device: str = "auto"  # auto = CUDA when present, else CPU
 
     @field_validator("device")
     @classmethod
@@ -144,6 +147,15 @@ class TrainStage(Strict):
         if v not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", v):
             raise ValueError(f"unknown device '{v}', expected auto, cpu, cuda or cuda:N")
         return v
+
+
+class TrainStage(Stage):
+    """A clean training run (train_mnist, train_cifar)."""
+
+    data: DataConfig
+    model: ModelConfig
+    optim: OptimConfig
+    train: TrainConfig
 
     @model_validator(mode="after")
     def _milestones_inside(self):
@@ -182,25 +194,15 @@ class TargetConfig(Strict):
         return v
 
 
-class RobustnessStage(Strict):
+class RobustnessStage(Stage):
     """White-box evaluation of the clean models with the attack library and its sanity flags."""
 
-    seed: int = Field(0, ge=0)
-    device: str = "auto"
     n: int = Field(gt=0)  # first N test images per model
     batch_size: int = Field(250, gt=0)
     models: dict[Literal["train_mnist", "train_cifar"], TargetConfig]
     attacks: list[AttackConfig]
 
-    _device = field_validator("device")(TrainStage._device.__func__)
-
-    @field_validator("attacks")
-    @classmethod
-    def _names(cls, v):
-        names = [a.name for a in v]
-        if len(set(names)) != len(names) or not v:
-            raise ValueError(f"expected at least one attack and unique names, got {names}")
-        return v
+    _names = field_validator("attacks")(lambda v: _unique_names(v, "attack"))
 
 
 class NetConfig(Strict):
@@ -215,6 +217,24 @@ class NetConfig(Strict):
 
     _activation = field_validator("activation")(ModelConfig._activation.__func__)
 
+    def spec(self, dataset: str = "mnist") -> dict:
+        """The models.build config of this net."""
+        return {"arch": self.arch, "widths": self.widths, "activation": self.activation, "dataset": dataset}
+
+    def optim(self, base: OptimConfig) -> OptimConfig:
+        """The shared optimizer settings, with this net's weight decay where it sets one."""
+        return base if self.weight_decay is None else base.model_copy(update={"weight_decay": self.weight_decay})
+
+
+class NetsExperiment(Stage):
+    """A stage that trains a list of small nets with shared optimizer and training settings."""
+
+    nets: list[NetConfig]
+    optim: OptimConfig
+    train: TrainConfig
+
+    _names = field_validator("nets")(lambda v: _unique_names(v, "net"))
+
 
 class LbfgsConfig(Strict):
     n: int = Field(gt=0)  # test images attacked per net
@@ -224,47 +244,24 @@ class LbfgsConfig(Strict):
     batch_size: int = Field(1000, gt=0)
 
 
-class SzegedyStage(Strict):
+class SzegedyStage(NetsExperiment):
     """Szegedy et al. 2014: minimal L-BFGS distortion and cross-model / cross-training-set transfer on MNIST."""
 
-    seed: int = Field(0, ge=0)
     split_seed: int = Field(0, ge=0)  # the P1/P2 split of the 60k training images
-    device: str = "auto"
-    nets: list[NetConfig]
-    optim: OptimConfig
-    train: TrainConfig
     lbfgs: LbfgsConfig
     amplify_to: float = Field(0.1, gt=0)  # RMS distortion of the "amplified" rows
     noise_std: float = Field(0.1, gt=0)  # Gaussian-noise baseline (pixels in [0, 1])
     fgsm_eps: float = Field(0.1, gt=0)  # L-inf eps of the FGSM / PGD transfer tables
     pgd_steps: int = Field(20, gt=0)
 
-    _device = field_validator("device")(TrainStage._device.__func__)
 
-    @field_validator("nets")
-    @classmethod
-    def _unique(cls, v):
-        names = [n.name for n in v]
-        if len(set(names)) != len(names) or not v:
-            raise ValueError(f"expected at least one net and unique names, got {names}")
-        return v
-
-
-class GoodfellowStage(Strict):
+class GoodfellowStage(NetsExperiment):
     """Goodfellow et al. 2015: FGSM against shallow and maxout nets, and FGSM adversarial training."""
 
-    seed: int = Field(0, ge=0)
-    device: str = "auto"
-    nets: list[NetConfig]
-    optim: OptimConfig
-    train: TrainConfig
     eps: float = Field(0.25, gt=0)  # L-inf, pixels in [0, 1]
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the clean loss in the adversarial objective
     eps_curve: list[float]  # error-against-eps curves
     n_eval: Optional[int] = Field(None, gt=0)  # test images evaluated; null = all 10,000
-
-    _device = field_validator("device")(TrainStage._device.__func__)
-    _unique = field_validator("nets")(SzegedyStage._unique.__func__)
 
 
 class ReportStage(Strict):
@@ -320,6 +317,26 @@ def validate(section: str, raw: Any, source: str = "params.yaml") -> Strict:
             loc = ".".join(str(p) for p in (section, *err["loc"]))
             lines.append(f"{source}: {loc}: {_describe(err, schema)}")
         raise ParamsError("\n".join(lines)) from None
+
+
+def for_stage(doc: str, section: str | None = None) -> tuple[str, Strict]:
+    """Command line of a stage script: `[SECTION] [--params FILE]`. Returns (section, validated params); on bad
+    params logs the message and exits with status 2, before the stage does any work."""
+    import argparse
+
+    from .store import logger
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if section is None:
+        ap.add_argument("section", help="the params.yaml section to read")
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    args = ap.parse_args()
+    section = section or args.section
+    try:
+        return section, load(section, args.params)
+    except ParamsError as e:
+        logger(section).error(str(e))
+        raise SystemExit(2) from None
 
 
 def load(section: str, path: str | Path = "params.yaml") -> Strict:

@@ -114,6 +114,18 @@ def provenance(device: str | None = None) -> dict[str, Any]:
     }
 
 
+def finish(stage: str, params: Any, started: float, device: str, out: str | Path | None = None,
+           **extra: Any) -> dict[str, Any]:
+    """Write a stage's run record (seed, resolved params, wall time, provenance, extras) to reports/runs/<stage>.json
+    and, when `out` is given, beside the stage's outputs as out/run.json. Returns the record."""
+    record = {"stage": stage, "seed": getattr(params, "seed", None), **extra, "params": params,
+              "wall_seconds": time.time() - started, "provenance": provenance(device)}
+    save_json(Path("reports/runs") / f"{stage}.json", record)
+    if out is not None:
+        save_json(Path(out) / "run.json", record)
+    return record
+
+
 def logger(name: str) -> logging.Logger:
     """A logger that prints `HH:MM:SS stage: message` to stderr (DVC shows it as the stage runs)."""
     log = logging.getLogger(name)
