@@ -239,7 +239,7 @@ class NetsExperiment(Stage):
 class LbfgsConfig(Strict):
     n: int = Field(gt=0)  # test images attacked per net
     search_steps: int = Field(10, gt=0)  # rounds of the search over c
-    max_iter: int = Field(100, gt=0)  # L-BFGS-B iterations per round
+    max_iter: int = Field(100, gt=0)  # L-BFGS iterations per round (attacks.box_lbfgs)
     c_init: float = Field(1.0, gt=0)
     batch_size: int = Field(1000, gt=0)
 

@@ -297,12 +297,12 @@ def goodfellow_section(ctx: Context) -> str:
         f"{p.get('alpha', 0.5)}). Each model is attacked white-box: FGSM-trained models by FGSM on themselves. "
         "Cells read ours / paper; confidence is the mean max softmax probability on the adversarial examples.\n\n"
         f"{table(rows)}\n\n![FGSM error against eps]({img})\n\n"
-        f"{goodfellow_reading(tab, eps)}\n\n"
+        f"{goodfellow_reading(tab, eps, curves)}\n\n"
         "![FGSM examples](figures/goodfellow_examples.png)\n"
     )
 
 
-def goodfellow_reading(tab: pd.DataFrame, eps: float) -> str:
+def goodfellow_reading(tab: pd.DataFrame, eps: float, curves: pd.DataFrame) -> str:
     """What the numbers say, computed from them, and the settings that differ from the paper."""
     lines = ["**Reading the table.**"]
     at = tab[tab["variant"] != "standard"]
@@ -312,6 +312,13 @@ def goodfellow_reading(tab: pd.DataFrame, eps: float) -> str:
                 f"The FGSM-trained {r.net} resists FGSM ({pct(r.fgsm_error)} error) but not PGD-40 at the same eps "
                 f"({pct(r.pgd40_error)} error): much of its resistance to FGSM is a masked gradient sign, the known "
                 "failure of single-step adversarial training (Tramer et al. 2018), not robustness.")
+        c = curves[(curves["net"] == r.net) & (curves["variant"] == r.variant)].sort_values("eps")
+        peak = c.loc[c["error"].idxmax()]
+        if peak["eps"] < eps and peak["error"] - r.fgsm_error > 0.1:
+            lines.append(
+                f"Its FGSM error is not monotone in eps: {pct(peak['error'])} at eps {peak['eps']:g}, down to "
+                f"{pct(r.fgsm_error)} at the training eps {eps:g}. A net that were robust at {eps:g} would be at "
+                "least as robust at a smaller eps; this one learned to defeat the one step it was trained on.")
     lines.append(
         "Settings that differ from the paper: our maxout net has no dropout and is trained for a few epochs with "
         "Adam, where the paper trained with dropout for much longer; for adversarial training the paper also "
