@@ -23,7 +23,7 @@ OUT = Path("data/goodfellow")
 @torch.no_grad()
 def fgsm_stats(model, x, y, eps, batch=2000):
     """Error rate and mean confidence (max softmax probability) on FGSM examples at eps (eps 0: clean)."""
-    wrong, conf, conf_wrong, n_wrong = 0, 0.0, 0.0, 0
+    wrong, conf, conf_wrong = 0, 0.0, 0.0
     for i in range(0, len(x), batch):
         xb, yb = x[i:i + batch], y[i:i + batch]
         with torch.enable_grad():
@@ -31,9 +31,9 @@ def fgsm_stats(model, x, y, eps, batch=2000):
         p = F.softmax(model(xa), 1)
         c, pred = p.max(1)
         w = pred != yb
-        wrong, n_wrong = wrong + w.sum().item(), n_wrong + w.sum().item()
+        wrong += w.sum().item()
         conf, conf_wrong = conf + c.sum().item(), conf_wrong + c[w].sum().item()
-    return {"error": wrong / len(x), "confidence": conf / len(x), "confidence_when_wrong": conf_wrong / max(n_wrong, 1)}
+    return {"error": wrong / len(x), "confidence": conf / len(x), "confidence_when_wrong": conf_wrong / max(wrong, 1)}
 
 
 def main() -> int:
@@ -53,7 +53,8 @@ def main() -> int:
                                          objective=objective, desc=f"{net.name} ({variant})")
             trained[(net.name, variant)] = model
             models.save(model, OUT / "nets" / f"{net.name}-{variant}")
-            clean, adv = fgsm_stats(model, x, y, 0.0), fgsm_stats(model, x, y, cfg.eps)
+            stats = {eps: fgsm_stats(model, x, y, eps) for eps in sorted({0.0, cfg.eps, *cfg.eps_curve})}
+            clean, adv = stats[0.0], stats[cfg.eps]
             # PGD at the same eps tells real robustness from a masked FGSM direction (single-step training can
             # teach a net to make its own gradient sign useless without becoming robust)
             pgd = attacks.batched(attacks.pgd, model, x, y, 2000, threat=attacks.Linf(cfg.eps), steps=40,
@@ -63,8 +64,7 @@ def main() -> int:
                          "fgsm_confidence_when_wrong": adv["confidence_when_wrong"],
                          "pgd40_error": 1 - (pgd.logits.argmax(1) == y).float().mean().item(),
                          "seconds": time.time() - t})
-            for eps in cfg.eps_curve:
-                curves.append({"net": net.name, "variant": variant, "eps": eps, **fgsm_stats(model, x, y, eps)})
+            curves += [{"net": net.name, "variant": variant, "eps": eps, **stats[eps]} for eps in cfg.eps_curve]
             log.info(f"{net.name} ({variant}): clean error {clean['error']:.4f}, FGSM eps {cfg.eps:g} error "
                      f"{adv['error']:.4f} at confidence {adv['confidence']:.3f}, PGD-40 error {rows[-1]['pgd40_error']:.4f} "
                      f"({rows[-1]['seconds']:.0f}s)")

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from advrep import attacks, config, data, models, store, train, transfer
 from advrep.figures import example_grid
@@ -48,10 +47,10 @@ def main() -> int:
     lb, fg, pg = {}, {}, {}
     for name, model in nets.items():
         t = time.time()
-        parts_ = [attacks.lbfgs(model, x[i:i + cfg.lbfgs.batch_size], target[i:i + cfg.lbfgs.batch_size],
-                                c_init=cfg.lbfgs.c_init, search_steps=cfg.lbfgs.search_steps,
-                                max_iter=cfg.lbfgs.max_iter) for i in range(0, len(x), cfg.lbfgs.batch_size)]
-        res = attacks.Result(*(torch.cat([getattr(p, f) for p in parts_]) for f in attacks.Result.__dataclass_fields__))
+        b = cfg.lbfgs.batch_size
+        res = attacks.Result.cat([attacks.lbfgs(model, x[i:i + b], target[i:i + b], c_init=cfg.lbfgs.c_init,
+                                                search_steps=cfg.lbfgs.search_steps, max_iter=cfg.lbfgs.max_iter)
+                                  for i in range(0, len(x), b)])
         lb[name] = res
         row = next(r for r in rows if r["net"] == name)
         row |= {"lbfgs_success": res.success.float().mean().item(),

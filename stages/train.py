@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from advrep import config, data, models, store, train
 
@@ -22,16 +21,11 @@ def main() -> int:
     raw = Path("data/raw") / f"{cfg.data.dataset}.npz"
     trainset = data.subset(data.load(raw, "train"), cfg.data.train_limit, cfg.seed)
     testset = data.load(raw, "test", limit=cfg.data.test_limit)
-    torch.manual_seed(cfg.seed)
-    model = models.build(cfg.model.model_dump() | {"dataset": cfg.data.dataset})
-    log.info(f"{section}: {cfg.model.arch} ({models.param_count(model):,} parameters) on {len(trainset)} "
-             f"{cfg.data.dataset} images, {cfg.train.epochs} epochs, device {device}")
-    history = train.fit(
-        model, trainset, testset, cfg.train, cfg.optim, cfg.seed, device,
-        checkpoint=Path("data/checkpoints") / f"{section}.pt",
-        key=train.run_key(cfg.model_dump(), len(trainset), data.sha256(trainset.x[:64].numpy())),
-        desc=section,
-    )
+    log.info(f"{section}: {cfg.model.arch} on {len(trainset)} {cfg.data.dataset} images, "
+             f"{cfg.train.epochs} epochs, device {device}")
+    model, history = train.train_model(cfg.model.model_dump() | {"dataset": cfg.data.dataset}, trainset, testset,
+                                       cfg.train, cfg.optim, cfg.seed, device,
+                                       Path("data/checkpoints") / f"{section}.pt", desc=section)
     final = train.evaluate(model, testset, cfg.train.eval_batch_size, device)
     train_eval = train.evaluate(model, data.subset(trainset, 10000, cfg.seed), cfg.train.eval_batch_size, device)
     seconds = time.time() - t0
@@ -43,7 +37,6 @@ def main() -> int:
     store.save_csv(Path("reports/plots") / f"{section}.csv", pd.DataFrame(history))
     store.finish(section, cfg, t0, str(device), out, metrics=metrics,
                  train_seconds=sum(r["seconds"] for r in history))
-    (Path("data/checkpoints") / f"{section}.pt").unlink(missing_ok=True)
     log.info(f"{section}: test accuracy {final['acc']:.4f} after {seconds:.0f}s")
     return 0
 

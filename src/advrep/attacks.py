@@ -206,6 +206,11 @@ class Result:
     distortion: torch.Tensor  # [N] norm of x_adv - x in the threat's norm
     logits: torch.Tensor  # [N, C] at x_adv
 
+    @classmethod
+    def cat(cls, parts: list["Result"]) -> "Result":
+        """Join the results of consecutive batches."""
+        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in ("x", "success", "distortion", "logits")))
+
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, steps: int, step_size: float, *,
         target: Optional[torch.Tensor] = None, restarts: int = 1, random_start: bool = True, loss: str = "ce",
@@ -278,7 +283,7 @@ def batched(attack: Callable[..., Result], model: nn.Module, x: torch.Tensor, y:
     for i in range(0, len(x), batch_size):
         t = None if target is None else target[i:i + batch_size]
         parts.append(attack(model, x[i:i + batch_size], y[i:i + batch_size], target=t, **kw))
-    return Result(*(torch.cat([getattr(p, f) for p in parts]) for f in ("x", "success", "distortion", "logits")))
+    return Result.cat(parts)
 
 
 # ---------------------------------------------------------------------------------------------------------------

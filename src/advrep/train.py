@@ -222,7 +222,8 @@ def train_model(spec: dict, trainset: Split, testset: Split, cfg: TrainConfig, o
 
     torch.manual_seed(seed)
     model = models.build(spec)
-    key = run_key(spec, cfg.model_dump(), optim.model_dump(), seed, len(trainset), objective is not None)
+    which = hashlib.sha256(trainset.index.numpy().tobytes()).hexdigest()  # the exact training subset
+    key = run_key(spec, cfg.model_dump(), optim.model_dump(), seed, which, objective is not None)
     history = fit(model, trainset, testset, cfg, optim, seed, device, checkpoint, key, objective, desc=desc)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
