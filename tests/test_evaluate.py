@@ -43,10 +43,10 @@ def test_each_flag_fires_on_its_symptom():
     })
     assert triggered(masked) == {
         "accuracy rises with eps", "accuracy not ~0 at a huge eps", "single-step stronger than iterative",
-        "more steps or restarts help a lot", "transfer or gradient-free beats white-box"}
+        "more steps or restarts help a lot", "transfer, gradient-free or BPDA beats white-box"}
     flags = E.sanity_flags(masked, large_eps={"linf": 1.0}).set_index("flag")
     assert "PGD-20: 70.0% at eps 0.1 -> 80.0% at eps 0.3" in flags.loc["accuracy rises with eps", "detail"]
-    assert "masking" in flags.loc["transfer or gradient-free beats white-box", "suggests"]
+    assert "masking" in flags.loc["transfer, gradient-free or BPDA beats white-box", "suggests"]
 
 
 def test_noise_sized_differences_do_not_fire():

@@ -47,10 +47,11 @@ def test_checkpoint_holds_only_tensors(tmp_path):
     assert all(isinstance(v, torch.Tensor) for v in state.values())
 
 
-@pytest.mark.parametrize("name", sorted(models.ACTIVATIONS))
+@pytest.mark.parametrize("name", sorted(set(models.ACTIVATIONS) - {"relu_kwta"}))
 def test_every_activation_builds_and_is_used(name):
     m = models.build({"arch": "mnist_cnn", "dataset": "mnist", "activation": name})
-    kinds = {type(a) for a in m.modules()} & {type(models.activation(n)) for n in models.ACTIVATIONS}
+    kinds = {type(a) for a in m.modules()} & {type(models.activation(n)) for n in models.ACTIVATIONS} - {
+        torch.nn.Sequential}
     assert kinds == {type(models.activation(name))}
 
 
@@ -72,3 +73,74 @@ def test_bad_builds_say_why():
         models.build({"arch": "cifar_cnn", "dataset": "mnist"})
     with pytest.raises(ValueError, match="must hold 3 numbers"):
         models.build({"arch": "mnist_cnn", "dataset": "mnist", "widths": [4, 4]})
+
+
+def test_smooth_relu_matches_its_formula_and_has_a_continuous_derivative():
+    x = torch.linspace(-2, 2, 401, dtype=torch.float64, requires_grad=True)
+    f = models.SmoothReLU(20.0)
+    y = f(x)
+    want = torch.where(x >= 0, x - torch.log1p(20 * x.clamp_min(0)) / 20, torch.zeros_like(x))
+    torch.testing.assert_close(y, want)
+    g, = torch.autograd.grad(y.sum(), x)
+    assert g.diff().abs().max() < 0.2  # no jump at 0 (ReLU's derivative jumps by 1)
+    assert (g >= 0).all() and g[-1] > 0.95  # tends to ReLU's slope away from 0
+
+
+def test_switchable_relu_forward_is_relu_and_backward_switches():
+    x = torch.linspace(-1, 1, 21, requires_grad=True)
+    net = torch.nn.Sequential(models.SwitchableReLU(10.0))
+    for on, want in ((False, (x > 0).float()), (True, torch.sigmoid(10 * x))):
+        with models.smooth_backward(net, on):
+            y = net(x)
+            g, = torch.autograd.grad(y.sum(), x)
+        torch.testing.assert_close(y, torch.relu(x))
+        torch.testing.assert_close(g, want.detach())
+    assert net[0].smooth is False  # restored
+
+
+def test_kwta_keeps_the_k_largest_per_example_over_all_of_chw():
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 4, 4)  # 48 values per example; gamma 0.1 -> k = int(4.8) = 4
+    out = models.KWTA(0.1)(x)
+    kept = out != 0
+    assert (kept.flatten(1).sum(1) == 4).all()
+    for i in range(5):  # the survivors are exactly each example's own top 4, unchanged
+        top = x[i].flatten().topk(4).indices
+        assert set(kept[i].flatten().nonzero().squeeze(1).tolist()) == set(top.tolist())
+        torch.testing.assert_close(out[i].flatten()[top], x[i].flatten()[top])
+
+
+def test_kwta_k_rounding_and_ties():
+    k = models.KWTA(0.25)
+    assert [k.k(n) for n in (1, 3, 4, 7, 8, 100)] == [1, 1, 1, 1, 2, 25]  # floor, at least one
+    x = torch.tensor([[3.0, 1.0, 2.0, 2.0, 0.5, 0.1, 0.0, -1.0]])  # k = 2; the 2nd largest value (2.0) is tied
+    assert models.KWTA(0.25)(x).tolist() == [[3.0, 0.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0]]
+    with pytest.raises(ValueError, match="gamma"):
+        models.KWTA(0.0)
+
+
+def test_kwta_dense_layer_and_batch_independence():
+    torch.manual_seed(1)
+    x = torch.randn(64, 50)
+    full = models.KWTA(0.2)(x)
+    one = torch.cat([models.KWTA(0.2)(x[i:i + 1]) for i in range(64)])
+    assert torch.equal(full, one)  # no example sees another
+    assert ((full != 0).sum(1) == 10).all()
+
+
+def test_soft_kwta_tends_to_kwta_and_has_useful_gradients():
+    torch.manual_seed(2)
+    x = torch.randn(4, 200, dtype=torch.float64)
+    hard = models.KWTA(0.1)(x)
+    cold = models.SoftKWTA(0.1, temperature=1e-4)(x)
+    torch.testing.assert_close(cold, hard, atol=1e-2, rtol=0)
+    x.requires_grad_(True)
+    g, = torch.autograd.grad(models.SoftKWTA(0.1, 0.1)(x).sum(), x)
+    assert (g.abs() > 1e-3).float().mean() > 0.1  # not only the winners get gradient
+
+
+def test_kwta_models_record_gamma():
+    m = models.build({"arch": "mnist_cnn", "dataset": "mnist", "activation": "kwta", "gamma": 0.2})
+    assert m.config["gamma"] == 0.2
+    assert [a.gamma for a in m.modules() if isinstance(a, models.KWTA)] == [0.2, 0.2, 0.2]
+    assert "gamma" not in models.build({"arch": "mnist_cnn", "dataset": "mnist"}).config

@@ -68,6 +68,7 @@ class ModelConfig(Strict):
     arch: str = Field(description="one of models.ARCHS")
     activation: str = "relu"
     widths: Optional[list[int]] = Field(None, description="hidden widths (MLP) or channel widths (CNN); null = default")
+    gamma: Optional[float] = Field(None, gt=0, le=1)  # k-WTA sparsity ratio (activations kwta, relu_kwta only)
 
     @field_validator("arch")
     @classmethod
@@ -89,6 +90,11 @@ class ModelConfig(Strict):
         if v is not None and any(w <= 0 for w in v):
             raise ValueError("expected a list of positive integers ([] for softmax regression) or null")
         return v
+
+    def spec(self, dataset: str, **changes) -> dict:
+        """The models.build config, with `changes` (e.g. another activation) applied; gamma only where set."""
+        d = self.model_dump() | {"dataset": dataset} | changes
+        return {k: v for k, v in d.items() if not (k == "gamma" and v is None)}
 
 
 class OptimConfig(Strict):
@@ -168,13 +174,14 @@ class AttackConfig(Strict):
     """One attack of an evaluation (see evaluate.AttackSpec)."""
 
     name: str
-    kind: Literal["fgsm", "pgd", "autoattack", "gradfree"]
+    kind: Literal["fgsm", "pgd", "autoattack", "gradfree", "bpda", "transfer"]
     norm: Literal["linf", "l2"] = "linf"
     steps: int = Field(20, gt=0)
     step_ratio: float = Field(2.5, gt=0)  # step size = step_ratio * eps / steps (Madry et al.'s rule)
     restarts: int = Field(1, gt=0)
     loss: Literal["ce", "margin"] = "ce"
     samples: int = Field(100, ge=2)  # gradfree only: function evaluations per step and example
+    sigma: float = Field(0.0, ge=0)  # gradfree only: sampling scale in pixels (0: eps / 4)
     max_n: Optional[int] = Field(None, gt=0)  # run on the first max_n examples only (AutoAttack is slow on a CPU)
     slow: bool = False  # run only at each model's slow_eps (AutoAttack's Square spends 5,000 queries per robust image)
 
@@ -203,6 +210,17 @@ class RobustnessStage(Stage):
     attacks: list[AttackConfig]
 
     _names = field_validator("attacks")(lambda v: _unique_names(v, "attack"))
+
+
+class AdversarialTraining(Strict):
+    """PGD adversarial training (Madry et al.): each batch replaced by PGD examples; steps 1 is single-step (PGD-1
+    with a random start, as in Wong et al. 2020 and Xie et al. 2020)."""
+
+    norm: Literal["linf", "l2"] = "linf"
+    eps: float = Field(gt=0)  # pixels in [0, 1]
+    step: float = Field(gt=0)  # step size, pixels in [0, 1]
+    steps: int = Field(1, gt=0)
+    random_start: bool = True
 
 
 class NetConfig(Strict):
@@ -264,6 +282,133 @@ class GoodfellowStage(NetsExperiment):
     n_eval: Optional[int] = Field(None, gt=0)  # test images evaluated; null = all 10,000
 
 
+class KwtaDataset(Strict):
+    """One dataset of the k-WTA experiment: its architecture, training recipe and evaluation grid."""
+
+    data: DataConfig
+    model: ModelConfig  # its activation is replaced by each entry of the stage's `activations`
+    optim: OptimConfig
+    train: TrainConfig
+    adversarial: Optional[AdversarialTraining] = None  # null = clean training (the authors' ResNet-18 used PGD AT)
+    n: int = Field(gt=0)  # test images attacked
+    eps: list[float]  # L-inf, pixels in [0, 1]; include 0
+    fgsm_eps: list[float] = Field(default_factory=list)  # extra FGSM-only eps (the blog's table)
+    large_eps: float = Field(gt=0)
+    slow_eps: list[float] = Field(default_factory=list)  # where attacks marked slow run
+
+    _eps = field_validator("eps")(TargetConfig._eps.__func__)
+
+
+class KwtaStage(Stage):
+    """Xiao et al. 2020's k-WTA against ReLU twins, under standard and adaptive attacks."""
+
+    gamma: float = Field(0.1, gt=0, le=1)  # k-WTA sparsity ratio: the share of a layer's units kept
+    temperature: float = Field(0.1, gt=0)  # BPDA surrogate: sigmoid width, relative to each layer's spread
+    activations: list[str]  # relu first: the twin that transfer attacks start from
+    datasets: dict[Literal["mnist", "cifar10"], KwtaDataset]
+    attacks: list[AttackConfig]
+    slow_for: Optional[list[str]] = None  # activations the slow attacks run on (null = all): AutoAttack is costly
+    batch_size: int = Field(250, gt=0)
+
+    _names = field_validator("attacks")(lambda v: _unique_names(v, "attack"))
+
+    @model_validator(mode="after")
+    def _slow_for(self):
+        if self.slow_for is not None and not set(self.slow_for) <= set(self.activations):
+            raise ValueError(f"slow_for {self.slow_for} must name activations of {self.activations}")
+        return self
+
+    @field_validator("activations")
+    @classmethod
+    def _acts(cls, v):
+        bad = [a for a in v if a not in ACTIVATIONS]
+        if bad or not v or v[0] != "relu" or len(set(v)) != len(v):
+            raise ValueError(f"expected unique known activations starting with relu (the transfer source), got {v}")
+        return v
+
+
+class SatEval(Strict):
+    n: int = Field(gt=0)  # test images evaluated
+    eps: float = Field(gt=0)  # L-inf, pixels in [0, 1]
+    steps: list[int]  # PGD step counts of the robust-accuracy-against-steps curve; the last is the headline
+    step_ratio: float = Field(2.5, gt=0)  # PGD step = step_ratio * eps / steps
+    restarts: int = Field(1, gt=0)
+    autoattack_n: int = Field(0, ge=0)  # AutoAttack on the first N of them (0 = off)
+    autoattack_for: list[str] = Field(default_factory=list)  # configurations (names) given AutoAttack, seed 0
+    large_eps: float = Field(0.5, gt=0)  # sanity flag: PGD must reach ~0% here
+
+
+class SatMonitor(Strict):
+    n: int = Field(gt=0)  # held-out training images attacked after every epoch
+    steps: int = Field(10, gt=0)  # multi-step PGD of the catastrophic-overfitting monitor
+
+
+class SatStage(Stage):
+    """Xie et al. 2020: adversarial training with each activation, and the ReLU gradient-quality ablation."""
+
+    seeds: list[int]  # every configuration is trained once per seed
+    data: DataConfig
+    model: ModelConfig  # its activation is replaced by each configuration's
+    optim: OptimConfig
+    train: TrainConfig
+    attacker: AdversarialTraining
+    activations: list[str]
+    ablation: bool = True  # the four cells: ReLU forward, smooth backward for attacker / optimizer, on or off
+    monitor: SatMonitor
+    eval: SatEval
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        if len(v) < 1 or len(set(v)) != len(v) or any(s < 0 for s in v):
+            raise ValueError(f"expected distinct seeds >= 0, got {v}")
+        return v
+
+    @field_validator("activations")
+    @classmethod
+    def _acts(cls, v):
+        bad = [a for a in v if a not in ACTIVATIONS]
+        if bad or not v:
+            raise ValueError(f"unknown activations {bad}, expected some of {sorted(ACTIVATIONS)}")
+        return v
+
+
+class NrfStage(Stage):
+    """Ilyas et al. 2019, step 1: the non-robust datasets D_det and D_rand by targeted L2 PGD on a source model."""
+
+    source: str = "data/models/train_cifar"  # the clean source model (a directory written by models.save)
+    robust_source: Optional[str] = None  # an adversarially trained model for the Table 9 control; null = skip
+    train_limit: Optional[int] = Field(None, gt=0)  # seeded subset of the 50,000 training images; null = all
+    eps: float = Field(0.5, gt=0)  # L2, pixels in [0, 1]
+    step: float = Field(0.1, gt=0)  # normalised L2 step
+    steps: int = Field(100, gt=0)
+    batch_size: int = Field(500, gt=0)
+    chunk: int = Field(5000, gt=0)  # images per saved chunk: a stopped generation resumes from the last chunk
+
+
+class NrfTrainStage(Stage):
+    """Ilyas et al. 2019, step 2: fresh models trained on the non-robust datasets, tested on the original test set."""
+
+    seeds: list[int]
+    model: ModelConfig
+    det: TrainConfig  # D_det: no augmentation (Table 3)
+    det_optim: OptimConfig  # D_det: LR 0.1
+    rand: TrainConfig  # D_rand: augmentation
+    rand_optim: OptimConfig  # D_rand: LR 0.01
+    controls: bool = True  # no-perturbation control, and D_det from the robust source (when generated)
+    test_limit: Optional[int] = Field(None, gt=0)
+
+    _seeds = field_validator("seeds")(SatStage._seeds.__func__)
+
+    @model_validator(mode="after")
+    def _milestones_inside(self):
+        for name in ("det", "rand"):
+            t, o = getattr(self, name), getattr(self, f"{name}_optim")
+            if any(m >= t.epochs for m in o.milestones):
+                raise ValueError(f"{name}_optim.milestones {o.milestones} must lie below {name}.epochs={t.epochs}")
+        return self
+
+
 class ReportStage(Strict):
     dpi: int = Field(110, gt=20, le=600)  # resolution of the PNG figures
 
@@ -274,6 +419,10 @@ SECTIONS: dict[str, type[Strict]] = {
     "robustness": RobustnessStage,
     "szegedy": SzegedyStage,
     "goodfellow": GoodfellowStage,
+    "kwta": KwtaStage,
+    "sat": SatStage,
+    "nrf_generate": NrfStage,
+    "nrf_train": NrfTrainStage,
     "report": ReportStage,
 }
 

@@ -6,9 +6,10 @@ are plain tensors (`torch.load(weights_only=True)`), never pickled code.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -34,23 +35,141 @@ class ParametricSoftplus(nn.Module):
         return f"alpha={self.alpha}"
 
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": lambda: nn.ReLU(),
-    "softplus": lambda: nn.Softplus(),
-    "psoftplus": lambda: ParametricSoftplus(10.0),
-    "silu": lambda: nn.SiLU(),
-    "gelu": lambda: nn.GELU(),
-    "elu": lambda: nn.ELU(alpha=1.0),
-    "sigmoid": lambda: nn.Sigmoid(),  # Szegedy et al.'s fully connected nets
-    "tanh": lambda: nn.Tanh(),
+class SmoothReLU(nn.Module):
+    """Xie et al.'s SmoothReLU: x - log(1 + alpha*x) / alpha for x >= 0, else 0. Its value and first derivative
+    (alpha*x / (1 + alpha*x) for x >= 0) are continuous at 0, unlike ReLU's; it tends to ReLU as alpha grows.
+    alpha is our choice (the paper's value is not in ANCHORS.md)."""
+
+    def __init__(self, alpha: float = 20.0):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, x):
+        p = x.clamp_min(0)
+        return p - torch.log1p(self.alpha * p) / self.alpha
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class _ReluSmoothGrad(torch.autograd.Function):
+    """ReLU's value; the derivative of log(1 + exp(alpha*x)) / alpha, i.e. sigmoid(alpha*x), in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, alpha):
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        return g * torch.sigmoid(ctx.alpha * x), None
+
+
+class SwitchableReLU(nn.Module):
+    """ReLU forward; backward either ReLU's step (smooth=False) or parametric softplus's sigmoid(alpha*x)
+    (smooth=True). Xie et al.'s ablation switches `smooth` separately for the attacker's gradient and for the
+    optimizer's gradient; see `smooth_backward`."""
+
+    def __init__(self, alpha: float = 10.0):
+        super().__init__()
+        self.alpha, self.smooth = alpha, False
+
+    def forward(self, x):
+        return _ReluSmoothGrad.apply(x, self.alpha) if self.smooth else F.relu(x)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, smooth={self.smooth}"
+
+
+@contextlib.contextmanager
+def smooth_backward(model: nn.Module, on: bool) -> Iterator[nn.Module]:
+    """Within the block, every SwitchableReLU of `model` back-propagates smoothly (on) or as ReLU (off)."""
+    acts = [m for m in model.modules() if isinstance(m, SwitchableReLU)]
+    before = [m.smooth for m in acts]
+    for m in acts:
+        m.smooth = on
+    try:
+        yield model
+    finally:
+        for m, b in zip(acts, before):
+            m.smooth = b
+
+
+class KWTA(nn.Module):
+    """k-Winners-Take-All (Xiao et al. 2020): per example, keep the k largest values of the whole layer output
+    (all of C*H*W for a conv layer, all units for a dense one) and set the rest to 0.
+
+    k = max(1, floor(gamma * size)), as int(sr * size) in the authors' code. Ties: every value equal to the k-th
+    largest is kept (the authors' `x >= kth value` mask), so more than k survive only when values tie at the
+    threshold. One top-k over the flattened batch, no loop over examples.
+    """
+
+    def __init__(self, gamma: float = 0.1):
+        super().__init__()
+        if not 0 < gamma <= 1:
+            raise ValueError(f"k-WTA sparsity ratio gamma must be in (0, 1], got {gamma}")
+        self.gamma = gamma
+
+    def k(self, size: int) -> int:
+        return max(1, int(self.gamma * size))
+
+    def threshold(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        return flat.topk(self.k(flat.shape[1]), dim=1).values[:, -1].view(-1, *([1] * (x.ndim - 1)))
+
+    def forward(self, x):
+        return x * (x >= self.threshold(x)).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}"
+
+
+class SoftKWTA(nn.Module):
+    """A smooth surrogate of KWTA for BPDA: x * sigmoid((x - t) / T), with t halfway between the k-th and the
+    (k+1)-th largest values (held constant) and T a temperature relative to the spread of the layer (T = temperature
+    * std of x per example). As T -> 0 it tends to KWTA; its gradient says how moving each unit across the
+    threshold changes the output."""
+
+    def __init__(self, gamma: float = 0.1, temperature: float = 0.1):
+        super().__init__()
+        self.kwta, self.temperature = KWTA(gamma), temperature
+
+    def forward(self, x):
+        flat = x.flatten(1)
+        k = self.kwta.k(flat.shape[1])
+        top = flat.detach().topk(min(k + 1, flat.shape[1]), dim=1).values
+        t = (top[:, k - 1] + top[:, -1]) / 2 if k < flat.shape[1] else top[:, -1] - 1
+        t = t.view(-1, *([1] * (x.ndim - 1)))
+        scale = (x.flatten(1).std(1).detach() * self.temperature).clamp_min(1e-6).view_as(t)
+        return x * torch.sigmoid((x - t) / scale)
+
+
+ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
+    "relu": lambda **kw: nn.ReLU(),
+    "softplus": lambda **kw: nn.Softplus(),
+    "psoftplus": lambda **kw: ParametricSoftplus(10.0),
+    "silu": lambda **kw: nn.SiLU(),
+    "gelu": lambda **kw: nn.GELU(),
+    "elu": lambda **kw: nn.ELU(alpha=1.0),
+    "smoothrelu": lambda **kw: SmoothReLU(20.0),
+    "relu_smoothgrad": lambda **kw: SwitchableReLU(10.0),  # SAT ablation; switched by smooth_backward
+    "kwta": lambda gamma=0.1, **kw: KWTA(gamma),
+    "relu_kwta": lambda gamma=0.1, **kw: nn.Sequential(nn.ReLU(), KWTA(gamma)),  # the blog's ReLU + k-WTA
+    "sigmoid": lambda **kw: nn.Sigmoid(),  # Szegedy et al.'s fully connected nets
+    "tanh": lambda **kw: nn.Tanh(),
 }
 
 
-def activation(name: str) -> nn.Module:
+def activation(name: str, gamma: float | None = None) -> nn.Module:
+    """A fresh activation module by name; `gamma` is k-WTA's sparsity ratio (ignored by the others)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation '{name}', expected one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    return ACTIVATIONS[name](**({} if gamma is None else {"gamma": gamma}))
 
+
+Act = Callable[[], nn.Module]  # makes a fresh activation module for each slot of an architecture
 
 # ---------------------------------------------------------------------------------------------------------------
 # Building blocks
@@ -81,11 +200,11 @@ class Classifier(nn.Module):
         return self.body(self.norm(x))
 
 
-def mlp(in_dim: int, widths: list[int], act: str, classes: int = 10) -> nn.Module:
+def mlp(in_dim: int, widths: list[int], act: Act, classes: int = 10) -> nn.Module:
     """Fully connected net; widths [] is softmax regression (Szegedy's FC10)."""
     layers: list[nn.Module] = [nn.Flatten()]
     for w in widths:
-        layers += [nn.Linear(in_dim, w), activation(act)]
+        layers += [nn.Linear(in_dim, w), act()]
         in_dim = w
     layers.append(nn.Linear(in_dim, classes))
     return nn.Sequential(*layers)
@@ -113,13 +232,13 @@ def maxout_mlp(in_dim: int, widths: list[int], pieces: int = 5, classes: int = 1
     return nn.Sequential(*layers)
 
 
-def mnist_cnn(widths: list[int], act: str, classes: int = 10) -> nn.Module:
+def mnist_cnn(widths: list[int], act: Act, classes: int = 10) -> nn.Module:
     """Two conv-pool blocks and a hidden dense layer: ~99.2% on MNIST in two epochs on a laptop CPU."""
     c1, c2, fc = widths
     return nn.Sequential(
-        nn.Conv2d(1, c1, 3, padding=1), activation(act), nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 3, padding=1), activation(act), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(c2 * 7 * 7, fc), activation(act), nn.Linear(fc, classes),
+        nn.Conv2d(1, c1, 3, padding=1), act(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 3, padding=1), act(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(c2 * 7 * 7, fc), act(), nn.Linear(fc, classes),
     )
 
 
@@ -132,12 +251,12 @@ class Scale(nn.Module):
         return x * self.s
 
 
-def cifar_cnn(widths: list[int], act: str, classes: int = 10) -> nn.Module:
+def cifar_cnn(widths: list[int], act: Act, classes: int = 10) -> nn.Module:
     """A small fast CIFAR-10 net in the style of Keller Jordan's airbench (2x2 stem, three conv-pool-conv blocks,
     BatchNorm, global max-pool), sized so that a 2-core CPU trains it to ~87% in under ten minutes."""
 
     def conv_bn(ci, co):
-        return [nn.Conv2d(ci, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), activation(act)]
+        return [nn.Conv2d(ci, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), act()]
 
     def block(ci, co):
         return nn.Sequential(*conv_bn(ci, co), nn.MaxPool2d(2), *conv_bn(co, co))
@@ -145,14 +264,14 @@ def cifar_cnn(widths: list[int], act: str, classes: int = 10) -> nn.Module:
     a, b, c = widths
     stem = 24
     return nn.Sequential(
-        nn.Conv2d(3, stem, 2, padding=0), activation(act),
+        nn.Conv2d(3, stem, 2, padding=0), act(),
         block(stem, a), block(a, b), block(b, c),
         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c, classes, bias=False),
         Scale(1 / 9),  # airbench's logit temperature: keeps early logits small, steadies training
     )
 
 
-def resnet(depth: int, act: str, classes: int = 10) -> nn.Module:
+def resnet(depth: int, act: Act, classes: int = 10) -> nn.Module:
     """torchvision ResNet-18/50 adapted to 32x32 inputs (3x3 stride-1 stem, no max-pool), as in Madry's and
     Ilyas's CIFAR code; every ReLU replaced by the chosen activation."""
     import torchvision
@@ -164,10 +283,10 @@ def resnet(depth: int, act: str, classes: int = 10) -> nn.Module:
     return net
 
 
-def _swap_relu(module: nn.Module, act: str) -> None:
+def _swap_relu(module: nn.Module, act: Act) -> None:
     for name, child in module.named_children():
         if isinstance(child, nn.ReLU):
-            setattr(module, name, activation(act))
+            setattr(module, name, act())
         else:
             _swap_relu(child, act)
 
@@ -185,8 +304,14 @@ INPUT_SHAPE = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
 def build(config: dict) -> Classifier:
-    """Build a model from {'arch', 'activation', 'widths', 'dataset'}; weights freshly initialised."""
-    arch, act, dataset = config["arch"], config.get("activation", "relu"), config["dataset"]
+    """Build a model from {'arch', 'activation', 'widths', 'dataset'} (+ 'gamma' for k-WTA); fresh weights."""
+    arch, name, dataset = config["arch"], config.get("activation", "relu"), config["dataset"]
+    gamma = config.get("gamma")  # k-WTA's sparsity ratio; absent for every other activation
+    activation(name, gamma)  # fail early on an unknown name
+
+    def act() -> nn.Module:
+        return activation(name, gamma)
+
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture '{arch}', expected one of {sorted(ARCHS)}")
     widths = config.get("widths")
@@ -203,7 +328,8 @@ def build(config: dict) -> Classifier:
     else:
         _need(arch, widths, 0, dataset, "cifar10")
         body = resnet(int(arch.removeprefix("resnet")), act)
-    return Classifier(body, dataset, {"arch": arch, "activation": act, "widths": widths, "dataset": dataset})
+    saved = {"arch": arch, "activation": name, "widths": widths, "dataset": dataset}
+    return Classifier(body, dataset, saved | ({} if gamma is None else {"gamma": gamma}))
 
 
 def _need(arch: str, widths: list[int], n: int, dataset: str, wanted: str) -> None:

@@ -1,7 +1,7 @@
 """Report: regenerate reports/report.md and its figures from the metrics, plots and run records in git.
 
-One function per experiment section; each returns markdown and draws its own figures. A section whose stages are
-not in the pipeline yet says so, instead of showing a stale or invented number.
+One function per experiment section; each returns markdown and draws its own figures (those of the CIFAR-scale
+experiments are in sections.py). A section whose stage has not run says so, instead of showing an invented number.
 """
 from __future__ import annotations
 
@@ -327,21 +327,15 @@ def goodfellow_reading(tab: pd.DataFrame, eps: float, curves: pd.DataFrame) -> s
     return " ".join(lines)
 
 
-def pending(title: str, issue: int, what: str):
-    def section(ctx: Context) -> str:
-        return f"## {title}\n\n_Not in the pipeline yet (issue #{issue}): {what}_\n"
-    return section
-
+# The CIFAR-scale experiments live in sections.py, which imports the helpers above (hence the late import).
+from .sections import kwta_section, nrf_section, sat_section  # noqa: E402
 
 SECTIONS = [
     clean_section,
     robustness_section,
-    pending("Non-robust features (Ilyas et al. 2019)", 5,
-            "D_det / D_rand built by targeted L2 PGD, retraining, accuracy on the original test set."),
-    pending("Smooth Adversarial Training (Xie et al. 2020)", 6,
-            "activations under single-step adversarial training, and the gradient-quality ablation."),
-    pending("k-Winners-Take-All (Xiao et al. 2020) and adaptive attacks", 7,
-            "k-WTA against FGSM/PGD and against BPDA, transfer and gradient-free attacks."),
+    nrf_section,
+    sat_section,
+    kwta_section,
     szegedy_section,
     goodfellow_section,
 ]

@@ -216,15 +216,18 @@ def fit(model: nn.Module, train: Split, test: Split, cfg: TrainConfig, optim: Op
 
 def train_model(spec: dict, trainset: Split, testset: Split, cfg: TrainConfig, optim: OptimConfig, seed: int,
                 device: torch.device, checkpoint: Optional[Path] = None, objective: Optional[Objective] = None,
-                desc: str = "train") -> tuple[nn.Module, list[dict]]:
-    """Build a fresh model from `spec` (see models.build) with torch seeded by `seed`, and fit it."""
+                desc: str = "train", on_epoch: Optional[Callable[[int, nn.Module], dict]] = None,
+                tag: str = "") -> tuple[nn.Module, list[dict]]:
+    """Build a fresh model from `spec` (see models.build) with torch seeded by `seed`, and fit it.
+    `tag` names what the objective does (e.g. its attacker's settings): runs that differ only there must not
+    resume each other's checkpoints."""
     from . import models
 
     torch.manual_seed(seed)
     model = models.build(spec)
     which = hashlib.sha256(trainset.index.numpy().tobytes()).hexdigest()  # the exact training subset
-    key = run_key(spec, cfg.model_dump(), optim.model_dump(), seed, which, objective is not None)
-    history = fit(model, trainset, testset, cfg, optim, seed, device, checkpoint, key, objective, desc=desc)
+    key = run_key(spec, cfg.model_dump(), optim.model_dump(), seed, which, objective is not None, tag)
+    history = fit(model, trainset, testset, cfg, optim, seed, device, checkpoint, key, objective, on_epoch, desc)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     return model, history
