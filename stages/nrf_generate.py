@@ -1,9 +1,10 @@
 """nrf_generate: Ilyas et al. 2019's non-robust CIFAR-10 training sets. Each training image (a seeded subset, if
-the params ask for one) is pushed by targeted L2 PGD (eps 0.5, normalised steps of 0.1) towards a new label against
-the clean source model: D_det with t = (y + 1) mod 10, D_rand with t drawn uniformly from the other classes. With a
-robust source model configured, D_det is also built from it (the paper's Table 9 control).
+the params ask for one) is pushed by targeted L2 PGD (paper: eps 0.5, normalised steps of 0.1) towards a new label
+against the clean source model: D_det with t = (y + 1) mod 10, D_rand with t drawn uniformly from the other classes.
+With a robust source model configured, D_det is also built from it (the paper's Table 9 control); with `paper_eps`
+set, D_det is also built at that eps (when the default profile's eps departs from the paper's).
 
-Outputs: data/nrf/{det,rand,det_robust}.npz (see advrep.nonrobust), data/nrf/run.json,
+Outputs: data/nrf/{det,rand,det_robust,det_paper_eps}.npz (see advrep.nonrobust), data/nrf/run.json,
 reports/metrics/nrf_generate.json (attack success rate and distortion per set), reports/figures/nrf_examples.png.
 Stopped runs resume from the finished chunks under data/checkpoints/nrf/.
 """
@@ -31,22 +32,25 @@ def main() -> int:
         train.tune_cpu_allocator()
     trainset = data.subset(data.load(Path("data/raw/cifar10.npz"), "train"), cfg.train_limit, cfg.seed)
     which = hashlib.sha256(trainset.index.numpy().tobytes()).hexdigest()[:16]
-    threat = attacks.L2(cfg.eps)
-    sources = {"det": (cfg.source, "det"), "rand": (cfg.source, "rand")}
+    # name: (source model, relabelling, eps, step)
+    sources = {"det": (cfg.source, "det", cfg.eps, cfg.step), "rand": (cfg.source, "rand", cfg.eps, cfg.step)}
     if cfg.robust_source is not None:
-        sources["det_robust"] = (cfg.robust_source, "det")
+        sources["det_robust"] = (cfg.robust_source, "det", cfg.eps, cfg.step)
+    if cfg.paper_eps is not None:
+        sources["det_paper_eps"] = (cfg.source, "det", cfg.paper_eps, cfg.step * cfg.paper_eps / cfg.eps)
     metrics = {}
-    for name, (src_dir, mode) in sources.items():
+    for name, (src_dir, mode, eps, step) in sources.items():
         src = models.load(src_dir, device)
         target = nonrobust.targets(trainset.y, mode, cfg.seed)
-        key = nonrobust.key(fingerprint(src_dir), which, mode, cfg.seed, cfg.eps, cfg.step, cfg.steps)
-        log.info(f"{name}: targeted L2 PGD (eps {cfg.eps:g}, {cfg.steps} steps of {cfg.step:g}) on {len(trainset)} "
+        key = nonrobust.key(fingerprint(src_dir), which, mode, cfg.seed, eps, step, cfg.steps)
+        log.info(f"{name}: targeted L2 PGD (eps {eps:g}, {cfg.steps} steps of {step:g}) on {len(trainset)} "
                  f"images against {src_dir}")
         t = time.time()
-        delta, ok = nonrobust.generate(src, trainset, target, threat, cfg.steps, cfg.step, cfg.batch_size,
+        delta, ok = nonrobust.generate(src, trainset, target, attacks.L2(eps), cfg.steps, step, cfg.batch_size,
                                        Path("data/checkpoints/nrf") / name, cfg.chunk, key, device, desc=name)
         nonrobust.save(OUT / f"{name}.npz", trainset.index, target, trainset.y, delta, ok)
-        metrics[name] = {**nonrobust.summary(delta, ok), "source": src_dir, "seconds": round(time.time() - t, 1)}
+        metrics[name] = {**nonrobust.summary(delta, ok), "eps": eps, "source": src_dir,
+                         "seconds": round(time.time() - t, 1)}
         log.info(f"{name}: success {metrics[name]['success_rate']:.3f}, mean L2 {metrics[name]['l2_mean']:.3f} "
                  f"({metrics[name]['seconds']:.0f}s)")
         if name == "det":

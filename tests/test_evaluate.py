@@ -76,3 +76,19 @@ def test_spec_validation_names_the_attack():
         E.AttackSpec("x", "magic")
     with pytest.raises(ValueError, match="needs a surrogate"):
         E.AttackSpec("t", "transfer")
+
+
+def test_bpda_attack_needs_its_twin_and_bypasses_kwta():
+    from advrep import attacks as A
+
+    with pytest.raises(ValueError, match="needs the twin"):
+        E.AttackSpec(name="b", kind="bpda")
+    torch.manual_seed(0)
+    m = models.build({"arch": "mlp", "dataset": "mnist", "widths": [64], "activation": "kwta", "gamma": 0.1}).eval()
+    twin = A.with_bpda(m, lambda x: isinstance(x, models.KWTA), lambda x: models.SoftKWTA(x.gamma, 0.1))
+    x = torch.rand(16, 1, 28, 28)
+    torch.testing.assert_close(twin(x), m(x))  # same forward values: successes on the twin are the model's
+    spec = E.AttackSpec(name="b", kind="bpda", steps=10, via=twin)
+    xa = E.run_attack(spec, m, x, m(x).argmax(1), 0.1)
+    assert (xa - x).abs().max() <= 0.1 + 1e-6 and xa.min() >= 0 and xa.max() <= 1
+    assert not any(isinstance(mod, A.BPDA) for mod in m.modules())  # the model under test is untouched

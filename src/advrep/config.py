@@ -382,6 +382,7 @@ class NrfStage(Stage):
     eps: float = Field(0.5, gt=0)  # L2, pixels in [0, 1]
     step: float = Field(0.1, gt=0)  # normalised L2 step
     steps: int = Field(100, gt=0)
+    paper_eps: Optional[float] = Field(None, gt=0)  # also build D_det at this eps (step scaled alike); null = skip
     batch_size: int = Field(500, gt=0)
     chunk: int = Field(5000, gt=0)  # images per saved chunk: a stopped generation resumes from the last chunk
 
