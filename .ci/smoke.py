@@ -87,12 +87,17 @@ def compare(scratch: Path) -> int:
     failures = []
     for path, metrics in diff.items():
         for name, d in metrics.items():
+            if name.split(".")[-1].endswith(tuple(tol.get("ignore_suffixes", []))):
+                continue  # wall-clock timings: they measure the machine, not the results
             old, new = d.get("old"), d.get("new")
             limit = tol.get("metrics", {}).get(name, tol["default_abs"])
             if old is None:
                 failures.append(f"{path}:{name} is new ({new}): not in the baseline (run `make smoke-baseline`)")
             elif new is None:
                 failures.append(f"{path}:{name} disappeared (baseline {old})")
+            elif not all(isinstance(v, (int, float)) for v in (old, new)):  # a label, e.g. a source model's path
+                if old != new:
+                    failures.append(f"{path}:{name} changed {old!r} -> {new!r}")
             elif abs(new - old) > limit:
                 failures.append(f"{path}:{name} moved {old} -> {new} (|change| {abs(new - old):.4g} > {limit})")
     if failures:
