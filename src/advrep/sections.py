@@ -24,11 +24,6 @@ def pm(mean: float, std: float, digits: int = 1) -> str:
     return f"{100 * mean:.{digits}f} ± {100 * std:.{digits}f}%"
 
 
-def runtime(ctx: Context, stage: str) -> str:
-    r = ctx.runs().get(stage)
-    return f"{r['wall_seconds'] / 60:.1f} min" if r else "–"
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Non-robust features
 
