@@ -1,7 +1,6 @@
 """Reference checks of the attacks: closed forms, constraint properties, an independent implementation."""
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn

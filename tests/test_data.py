@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from advrep import data
 
@@ -106,3 +107,9 @@ def test_subset_is_seeded_and_keeps_indices():
     a, b = data.subset(s, 10, seed=3), data.subset(s, 10, seed=3)
     assert a.index.tolist() == b.index.tolist() and len(set(a.index.tolist())) == 10
     assert (a.y == a.index % 10).all()
+
+
+def test_other_labels_never_equal_the_true_label():
+    y = torch.arange(10).repeat(100)
+    t = data.other_labels(y, seed=0)
+    assert (t != y).all() and len(t.unique()) == 10

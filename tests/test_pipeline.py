@@ -1,7 +1,6 @@
 """End to end: the smoke profile through `dvc repro` in a scratch clone, as a new user would run it."""
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -4,17 +4,20 @@ import torch
 import torch.nn.functional as F
 
 from advrep import config, models, train
+from advrep.experiments import schemas
+
+SCHEMAS = schemas()
 
 
 def _setup(tiny_cfg):
-    cfg = config.validate("train_mnist", tiny_cfg)
+    cfg = config.validate("train_mnist", tiny_cfg, SCHEMAS["train_mnist"])
     torch.manual_seed(cfg.seed)
     model = models.build(cfg.model.model_dump() | {"dataset": "mnist"})
     return cfg, model
 
 
 def test_onecycle_schedule_shape(tiny_cfg):
-    cfg = config.validate("train_mnist", tiny_cfg).optim
+    cfg = config.validate("train_mnist", tiny_cfg, SCHEMAS["train_mnist"]).optim
     f = [train.lr_factor(cfg, s, 10, 3) for s in range(30)]
     assert f[0] == pytest.approx(0.1) and max(f) == pytest.approx(1.0, abs=0.05)
     assert f[-1] == pytest.approx(0.01) and f.index(max(f)) == pytest.approx(0.2 * 29, abs=1)
@@ -22,7 +25,7 @@ def test_onecycle_schedule_shape(tiny_cfg):
 
 def test_step_schedule_drops_at_milestones(tiny_cfg):
     tiny_cfg["optim"] |= {"schedule": "step", "milestones": [1, 2], "gamma": 0.5}
-    cfg = config.validate("train_mnist", tiny_cfg).optim
+    cfg = config.validate("train_mnist", tiny_cfg, SCHEMAS["train_mnist"]).optim
     assert [train.lr_factor(cfg, s, 10, 3) for s in (0, 9, 10, 19, 20)] == [1, 1, 0.5, 0.5, 0.25]
 
 

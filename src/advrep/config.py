@@ -1,6 +1,8 @@
-"""Params: one schema per stage section of params.yaml, validated strictly before any work starts.
+"""Params: the loader, the command line of a stage, the shared schema blocks, and the error type.
 
-Each stage reads only its own section. An unknown key, a wrong type or an impossible value stops the stage with a
+Each stage section's schema lives with its experiment (`advrep.experiments.<name>.SECTIONS`) and is built from the
+blocks here (data, model, optimizer, training, attack and adversarial-training specs). Each stage reads only its own
+section. An unknown key, a wrong type or an impossible value stops the stage with a
 message that names the key and what was expected, e.g.
 
     params.yaml: train_cifar.optim.lr: expected a number > 0, got -0.1
@@ -16,11 +18,16 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .data import DataError, SIZES
 from .models import ACTIVATIONS, ARCHS
 
 
 class ParamsError(ValueError):
     """params.yaml is missing a section or holds a key, type or value the stage cannot use."""
+
+
+# What a stage reports as one line and exit status 2 (bad params, a missing or damaged input file), not a traceback.
+INPUT_ERRORS = (ParamsError, DataError)
 
 
 class _Loader(yaml.SafeLoader):
@@ -40,18 +47,47 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: file not found")
-    with open(path) as f:
-        data = yaml.load(f, Loader=_Loader)
+    try:
+        with open(path) as f:
+            data = yaml.load(f, Loader=_Loader)
+    except yaml.YAMLError as e:  # one line: where and what, not PyYAML's multi-line dump
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of stage sections at the top level")
     return data
 
 
-def _unique_names(items: list, what: str) -> list:
+def unique_names(items: list, what: str) -> list:
+    """A validator body: at least one item, and no two with the same name."""
     names = [i.name for i in items]
     if not items or len(set(names)) != len(names):
         raise ValueError(f"expected at least one {what} and unique names, got {names}")
     return items
+
+
+def increasing_eps(v: list[float]) -> list[float]:
+    """A validator body: a non-empty increasing list of eps >= 0."""
+    if not v or any(e < 0 for e in v) or v != sorted(v):
+        raise ValueError("expected a non-empty increasing list of eps >= 0")
+    return v
+
+
+def known_activations(v: list[str], what: str = "activations") -> list[str]:
+    """A validator body: known, distinct activation names."""
+    bad = [a for a in v if a not in ACTIVATIONS]
+    if bad or not v:
+        raise ValueError(f"unknown {what} {bad}, expected some of {sorted(ACTIVATIONS)}")
+    if len(set(v)) != len(v):
+        raise ValueError(f"{what} must be distinct, got {v}")
+    return v
+
+
+def distinct_seeds(v: list[int]) -> list[int]:
+    if len(v) < 1 or len(set(v)) != len(v) or any(s < 0 for s in v):
+        raise ValueError(f"expected distinct seeds >= 0, got {v}")
+    return v
 
 
 class Strict(BaseModel):
@@ -136,9 +172,21 @@ class DataConfig(Strict):
     train_limit: Optional[int] = Field(None, gt=0)  # first-N seeded subset of the training set; null = all
     test_limit: Optional[int] = Field(None, gt=0)  # first N test images; null = all 10,000
 
+    @model_validator(mode="after")
+    def _within_the_data(self):
+        for key, have in (("train_limit", SIZES[self.dataset][0]), ("test_limit", SIZES[self.dataset][1])):
+            within(getattr(self, key), have, f"{self.dataset} {key.split('_')[0]} images", key)
+        return self
+
+
+def within(n: Optional[int], have: int, what: str, key: str) -> None:
+    """A limit asks for more examples than the data holds: say so instead of silently using all of them."""
+    if n is not None and n > have:
+        raise ValueError(f"{key}: {n:,} is more than the {have:,} {what}")
+
 
 # ---------------------------------------------------------------------------------------------------------------
-# Stage sections
+# Blocks of the attack and adversarial-training specs
 
 
 class Stage(Strict):
@@ -155,21 +203,6 @@ class Stage(Strict):
         return v
 
 
-class TrainStage(Stage):
-    """A clean training run (train_mnist, train_cifar)."""
-
-    data: DataConfig
-    model: ModelConfig
-    optim: OptimConfig
-    train: TrainConfig
-
-    @model_validator(mode="after")
-    def _milestones_inside(self):
-        if any(m >= self.train.epochs for m in self.optim.milestones):
-            raise ValueError(f"optim.milestones {self.optim.milestones} must lie below train.epochs={self.train.epochs}")
-        return self
-
-
 class AttackConfig(Strict):
     """One attack of an evaluation (see evaluate.AttackSpec)."""
 
@@ -184,32 +217,6 @@ class AttackConfig(Strict):
     sigma: float = Field(0.0, ge=0)  # gradfree only: sampling scale in pixels (0: eps / 4)
     max_n: Optional[int] = Field(None, gt=0)  # run on the first max_n examples only (AutoAttack is slow on a CPU)
     slow: bool = False  # run only at each model's slow_eps (AutoAttack's Square spends 5,000 queries per robust image)
-
-
-class TargetConfig(Strict):
-    """A trained model to evaluate and its eps grid."""
-
-    eps: list[float]  # pixels in [0, 1]; include 0 (clean) and one huge eps for the sanity check
-    large_eps: float = Field(gt=0)  # an eps at which any working attack must reach ~0% accuracy
-    slow_eps: list[float] = Field(default_factory=list)  # the eps at which attacks marked slow run
-
-    @field_validator("eps")
-    @classmethod
-    def _eps(cls, v):
-        if not v or any(e < 0 for e in v) or v != sorted(v):
-            raise ValueError("expected a non-empty increasing list of eps >= 0")
-        return v
-
-
-class RobustnessStage(Stage):
-    """White-box evaluation of the clean models with the attack library and its sanity flags."""
-
-    n: int = Field(gt=0)  # first N test images per model
-    batch_size: int = Field(250, gt=0)
-    models: dict[Literal["train_mnist", "train_cifar"], TargetConfig]
-    attacks: list[AttackConfig]
-
-    _names = field_validator("attacks")(lambda v: _unique_names(v, "attack"))
 
 
 class AdversarialTraining(Strict):
@@ -251,181 +258,12 @@ class NetsExperiment(Stage):
     optim: OptimConfig
     train: TrainConfig
 
-    _names = field_validator("nets")(lambda v: _unique_names(v, "net"))
+    _names = field_validator("nets")(lambda v: unique_names(v, "net"))
 
 
-class LbfgsConfig(Strict):
-    n: int = Field(gt=0)  # test images attacked per net
-    search_steps: int = Field(10, gt=0)  # rounds of the search over c
-    max_iter: int = Field(100, gt=0)  # L-BFGS iterations per round (attacks.box_lbfgs)
-    c_init: float = Field(1.0, gt=0)
-    batch_size: int = Field(1000, gt=0)
+# ---------------------------------------------------------------------------------------------------------------
+# Loading and the command line of a stage
 
-
-class SzegedyStage(NetsExperiment):
-    """Szegedy et al. 2014: minimal L-BFGS distortion and cross-model / cross-training-set transfer on MNIST."""
-
-    split_seed: int = Field(0, ge=0)  # the P1/P2 split of the 60k training images
-    lbfgs: LbfgsConfig
-    amplify_to: float = Field(0.1, gt=0)  # RMS distortion of the "amplified" rows
-    noise_std: float = Field(0.1, gt=0)  # Gaussian-noise baseline (pixels in [0, 1])
-    fgsm_eps: float = Field(0.1, gt=0)  # L-inf eps of the FGSM / PGD transfer tables
-    pgd_steps: int = Field(20, gt=0)
-
-
-class GoodfellowStage(NetsExperiment):
-    """Goodfellow et al. 2015: FGSM against shallow and maxout nets, and FGSM adversarial training."""
-
-    eps: float = Field(0.25, gt=0)  # L-inf, pixels in [0, 1]
-    alpha: float = Field(0.5, ge=0, le=1)  # weight of the clean loss in the adversarial objective
-    eps_curve: list[float]  # error-against-eps curves
-    n_eval: Optional[int] = Field(None, gt=0)  # test images evaluated; null = all 10,000
-
-
-class KwtaDataset(Strict):
-    """One dataset of the k-WTA experiment: its architecture, training recipe and evaluation grid."""
-
-    data: DataConfig
-    model: ModelConfig  # its activation is replaced by each entry of the stage's `activations`
-    optim: OptimConfig
-    train: TrainConfig
-    adversarial: Optional[AdversarialTraining] = None  # null = clean training (the authors' ResNet-18 used PGD AT)
-    n: int = Field(gt=0)  # test images attacked
-    eps: list[float]  # L-inf, pixels in [0, 1]; include 0
-    fgsm_eps: list[float] = Field(default_factory=list)  # extra FGSM-only eps (the blog's table)
-    large_eps: float = Field(gt=0)
-    slow_eps: list[float] = Field(default_factory=list)  # where attacks marked slow run
-
-    _eps = field_validator("eps")(TargetConfig._eps.__func__)
-
-
-class KwtaStage(Stage):
-    """Xiao et al. 2020's k-WTA against ReLU twins, under standard and adaptive attacks."""
-
-    gamma: float = Field(0.1, gt=0, le=1)  # k-WTA sparsity ratio: the share of a layer's units kept
-    temperature: float = Field(0.1, gt=0)  # BPDA surrogate: sigmoid width, relative to each layer's spread
-    activations: list[str]  # relu first: the twin that transfer attacks start from
-    datasets: dict[Literal["mnist", "cifar10"], KwtaDataset]
-    attacks: list[AttackConfig]
-    slow_for: Optional[list[str]] = None  # activations the slow attacks run on (null = all): AutoAttack is costly
-    batch_size: int = Field(250, gt=0)
-
-    _names = field_validator("attacks")(lambda v: _unique_names(v, "attack"))
-
-    @model_validator(mode="after")
-    def _slow_for(self):
-        if self.slow_for is not None and not set(self.slow_for) <= set(self.activations):
-            raise ValueError(f"slow_for {self.slow_for} must name activations of {self.activations}")
-        return self
-
-    @field_validator("activations")
-    @classmethod
-    def _acts(cls, v):
-        bad = [a for a in v if a not in ACTIVATIONS]
-        if bad or not v or v[0] != "relu" or len(set(v)) != len(v):
-            raise ValueError(f"expected unique known activations starting with relu (the transfer source), got {v}")
-        return v
-
-
-class SatEval(Strict):
-    n: int = Field(gt=0)  # test images evaluated
-    eps: float = Field(gt=0)  # L-inf, pixels in [0, 1]
-    steps: list[int]  # PGD step counts of the robust-accuracy-against-steps curve; the last is the headline
-    step_ratio: float = Field(2.5, gt=0)  # PGD step = step_ratio * eps / steps
-    restarts: int = Field(1, gt=0)
-    autoattack_n: int = Field(0, ge=0)  # AutoAttack on the first N of them (0 = off)
-    autoattack_for: list[str] = Field(default_factory=list)  # configurations (names) given AutoAttack, seed 0
-    large_eps: float = Field(0.5, gt=0)  # sanity flag: PGD must reach ~0% here
-
-
-class SatMonitor(Strict):
-    n: int = Field(gt=0)  # held-out training images attacked after every epoch
-    steps: int = Field(10, gt=0)  # multi-step PGD of the catastrophic-overfitting monitor
-
-
-class SatStage(Stage):
-    """Xie et al. 2020: adversarial training with each activation, and the ReLU gradient-quality ablation."""
-
-    seeds: list[int]  # every configuration is trained once per seed
-    data: DataConfig
-    model: ModelConfig  # its activation is replaced by each configuration's
-    optim: OptimConfig
-    train: TrainConfig
-    attacker: AdversarialTraining
-    activations: list[str]
-    ablation: bool = True  # the four cells: ReLU forward, smooth backward for attacker / optimizer, on or off
-    monitor: SatMonitor
-    eval: SatEval
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v):
-        if len(v) < 1 or len(set(v)) != len(v) or any(s < 0 for s in v):
-            raise ValueError(f"expected distinct seeds >= 0, got {v}")
-        return v
-
-    @field_validator("activations")
-    @classmethod
-    def _acts(cls, v):
-        bad = [a for a in v if a not in ACTIVATIONS]
-        if bad or not v:
-            raise ValueError(f"unknown activations {bad}, expected some of {sorted(ACTIVATIONS)}")
-        return v
-
-
-class NrfStage(Stage):
-    """Ilyas et al. 2019, step 1: the non-robust datasets D_det and D_rand by targeted L2 PGD on a source model."""
-
-    source: str = "data/models/train_cifar"  # the clean source model (a directory written by models.save)
-    robust_source: Optional[str] = None  # an adversarially trained model for the Table 9 control; null = skip
-    train_limit: Optional[int] = Field(None, gt=0)  # seeded subset of the 50,000 training images; null = all
-    eps: float = Field(0.5, gt=0)  # L2, pixels in [0, 1]
-    step: float = Field(0.1, gt=0)  # normalised L2 step
-    steps: int = Field(100, gt=0)
-    paper_eps: Optional[float] = Field(None, gt=0)  # also build D_det at this eps (step scaled alike); null = skip
-    batch_size: int = Field(500, gt=0)
-    chunk: int = Field(5000, gt=0)  # images per saved chunk: a stopped generation resumes from the last chunk
-
-
-class NrfTrainStage(Stage):
-    """Ilyas et al. 2019, step 2: fresh models trained on the non-robust datasets, tested on the original test set."""
-
-    seeds: list[int]
-    model: ModelConfig
-    det: TrainConfig  # D_det: no augmentation (Table 3)
-    det_optim: OptimConfig  # D_det: LR 0.1
-    rand: TrainConfig  # D_rand: augmentation
-    rand_optim: OptimConfig  # D_rand: LR 0.01
-    controls: bool = True  # no-perturbation control, and D_det from the robust source (when generated)
-    test_limit: Optional[int] = Field(None, gt=0)
-
-    _seeds = field_validator("seeds")(SatStage._seeds.__func__)
-
-    @model_validator(mode="after")
-    def _milestones_inside(self):
-        for name in ("det", "rand"):
-            t, o = getattr(self, name), getattr(self, f"{name}_optim")
-            if any(m >= t.epochs for m in o.milestones):
-                raise ValueError(f"{name}_optim.milestones {o.milestones} must lie below {name}.epochs={t.epochs}")
-        return self
-
-
-class ReportStage(Strict):
-    dpi: int = Field(110, gt=20, le=600)  # resolution of the PNG figures
-
-
-SECTIONS: dict[str, type[Strict]] = {
-    "train_mnist": TrainStage,
-    "train_cifar": TrainStage,
-    "robustness": RobustnessStage,
-    "szegedy": SzegedyStage,
-    "goodfellow": GoodfellowStage,
-    "kwta": KwtaStage,
-    "sat": SatStage,
-    "nrf_generate": NrfStage,
-    "nrf_train": NrfTrainStage,
-    "report": ReportStage,
-}
 
 _EXPECT = {
     "greater_than": "a number > {gt:g}",
@@ -435,7 +273,7 @@ _EXPECT = {
 }
 
 
-def _describe(err: dict[str, Any], schema: type[BaseModel]) -> str:
+def _describe(err: dict[str, Any]) -> str:
     kind, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
     if kind == "extra_forbidden":
         return "unknown key"
@@ -448,15 +286,11 @@ def _describe(err: dict[str, Any], schema: type[BaseModel]) -> str:
     if kind.endswith("_type"):
         what = kind.removesuffix("_type").replace("_", " ")
         return f"expected {'a ' if what[0] not in 'aeiou' else 'an '}{what}, got {type(got).__name__} {got!r}"
-    msg = err["msg"].removeprefix("Value error, ")
-    return msg
+    return err["msg"].removeprefix("Value error, ")
 
 
-def validate(section: str, raw: Any, source: str = "params.yaml") -> Strict:
+def validate(section: str, raw: Any, schema: type[Strict], source: str = "params.yaml") -> Strict:
     """Validate one section's raw mapping against its schema; raise ParamsError naming every bad key."""
-    if section not in SECTIONS:
-        raise ParamsError(f"{source}: no schema for section '{section}' (known: {sorted(SECTIONS)})")
-    schema = SECTIONS[section]
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: section '{section}' must be a mapping, got {type(raw).__name__}")
     try:
@@ -465,33 +299,75 @@ def validate(section: str, raw: Any, source: str = "params.yaml") -> Strict:
         lines = []
         for err in e.errors():
             loc = ".".join(str(p) for p in (section, *err["loc"]))
-            lines.append(f"{source}: {loc}: {_describe(err, schema)}")
+            lines.append(f"{source}: {loc}: {_describe(err)}")
         raise ParamsError("\n".join(lines)) from None
 
 
-def for_stage(doc: str, section: str | None = None) -> tuple[str, Strict]:
-    """Command line of a stage script: `[SECTION] [--params FILE]`. Returns (section, validated params); on bad
-    params logs the message and exits with status 2, before the stage does any work."""
+def load(section: str, schema: type[Strict], path: str | Path = "params.yaml") -> Strict:
+    """Read `path`, take only `section`, validate it against `schema`. Other sections are not looked at."""
+    data = read_yaml(path)
+    if section not in data:
+        raise ParamsError(f"{path}: section '{section}' is missing")
+    return validate(section, data[section], schema, str(path))
+
+
+def for_stage(doc: str, schemas: dict[str, type[Strict]]) -> tuple[str, Strict, str]:
+    """Command line of a stage script: `[SECTION] [--params FILE]` (SECTION only when `schemas` offers several).
+    Returns (section, validated params, params path); on bad params logs the one-line message and exits with
+    status 2, before the stage does any work. The device is checked here too: `cuda` on a machine without one is
+    a bad param, not a traceback at the first tensor."""
     import argparse
 
     from .store import logger
 
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    if section is None:
-        ap.add_argument("section", help="the params.yaml section to read")
+    if len(schemas) > 1:
+        ap.add_argument("section", choices=sorted(schemas), help="the params.yaml section to read")
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = ap.parse_args()
-    section = section or args.section
+    section = args.section if len(schemas) > 1 else next(iter(schemas))
     try:
-        return section, load(section, args.params)
+        cfg = load(section, schemas[section], args.params)
+        device = getattr(cfg, "device", None)
+        if device is not None and device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ParamsError(f"{args.params}: {section}.device: '{device}' asked for, but torch sees no CUDA "
+                                  "device on this machine (use auto or cpu)")
     except ParamsError as e:
         logger(section).error(str(e))
         raise SystemExit(2) from None
+    return section, cfg, args.params
 
 
-def load(section: str, path: str | Path = "params.yaml") -> Strict:
-    """Read `path`, take only `section`, validate it. Other sections are not looked at."""
-    data = read_yaml(path)
-    if section not in data:
-        raise ParamsError(f"{path}: section '{section}' is missing")
-    return validate(section, data[section], str(path))
+def run_stage(doc: str, schemas: dict[str, type[Strict]], run) -> int:
+    """The whole of a stage script: parse its section (for_stage), then `run(section, cfg)`. A bad input found
+    later (a missing or damaged file, values that parse but cannot work together with the data) ends the stage
+    with its one-line message and exit status 2, not a traceback."""
+    from .store import logger
+
+    section, cfg, path = for_stage(doc, schemas)
+    try:
+        run(section, cfg)
+    except INPUT_ERRORS as e:
+        logger(section).error(str(e))
+        return 2
+    _record_imports(section)
+    return 0
+
+
+def _record_imports(section: str) -> None:
+    """With $ADVREP_IMPORTS set to a folder, write there the advrep source files this stage imported while it
+    ran: the test that dvc.yaml's deps are complete reads them (imports made lazily during a run included)."""
+    import os
+    import sys
+
+    folder = os.environ.get("ADVREP_IMPORTS")
+    if not folder:
+        return
+    root = Path(__file__).resolve().parent
+    files = sorted({str(Path(m.__file__).resolve().relative_to(root.parent)) for name, m in list(sys.modules.items())
+                    if name.split(".")[0] == "advrep" and getattr(m, "__file__", None)})
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / f"{section}.txt").write_text("\n".join(files) + "\n")

@@ -39,6 +39,9 @@ CANONICAL = {
     },
 }
 
+# (training, test) examples of each dataset
+SIZES = {name: (arrays["y_train"][0][0], arrays["y_test"][0][0]) for name, arrays in CANONICAL.items()}
+
 # Per-channel statistics of the training sets, used by the normalisation layer that lives inside every model.
 STATS = {
     "mnist": ((0.1307,), (0.3081,)),
@@ -51,7 +54,7 @@ CLASSES = {
 
 
 class DataError(RuntimeError):
-    """A dataset file is missing, damaged or not the canonical one."""
+    """An input file (a dataset, a trained model, a generated set) is missing, damaged or not the expected one."""
 
 
 def sha256(a: np.ndarray) -> str:
@@ -176,8 +179,12 @@ def load(path: str | Path, split: str, limit: int | None = None, verify_hash: bo
     if not path.is_file():
         raise DataError(f"{path}: not found (run the fetch stage: dvc repro fetch)")
     name = path.stem
-    with np.load(path, allow_pickle=False) as z:
-        x, y = z[f"x_{split}"], z[f"y_{split}"]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x, y = z[f"x_{split}"], z[f"y_{split}"]
+    except Exception as e:  # zipfile.BadZipFile, a CRC error, a truncated member, a missing array, ...
+        raise DataError(f"{path}: damaged or not a dataset written by the fetch stage ({type(e).__name__}: {e}); "
+                        "delete it and run `dvc repro fetch`") from None
     if verify_hash and name in CANONICAL:
         verify(name, {f"x_{split}": x, f"y_{split}": y}, str(path), keys=(f"x_{split}", f"y_{split}"))
     n = len(y) if limit is None else min(int(limit), len(y))
@@ -193,3 +200,9 @@ def subset(s: Split, n: int | None, seed: int) -> Split:
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(s), generator=g)[:n].sort().values
     return Split(s.x[idx], s.y[idx], s.index[idx])
+
+
+def other_labels(y: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded random label different from y, per example (uniform over the other nine classes)."""
+    g = torch.Generator().manual_seed(seed)
+    return (y + torch.randint(1, 10, y.shape, generator=g).to(y.device)) % 10

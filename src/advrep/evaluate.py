@@ -1,7 +1,8 @@
 """Evaluation: robust accuracy over a list of eps per attack, as a tidy table, with Carlini et al.'s sanity flags.
 
-`robustness` runs each `AttackSpec` at each eps and returns one row per (attack, eps), with the distortion the
-attack actually used. `sanity_flags` reads that table and raises the warning signs listed in Carlini et al. 2019,
+`evaluate` is what every stage calls: it runs a list of `AttackSpec`s over their eps on the same images and returns
+the table and its sanity flags. `robustness` runs each spec at each eps and returns one row per (attack, eps), with
+the distortion the attack actually used. `sanity_flags` reads that table and raises the warning signs listed in Carlini et al. 2019,
 "On Evaluating Adversarial Robustness" (section 5 and appendix), each with what it suggests. AutoAttack, the
 reference evaluation, comes from the torchattacks package (a port of Croce & Hein's code) behind the same API.
 """
@@ -39,7 +40,8 @@ class AttackSpec:
     surrogate: Optional[nn.Module] = field(default=None, compare=False, repr=False)  # transfer: attacked model
     via: Optional[nn.Module] = field(default=None, compare=False, repr=False)  # bpda: gradients from this twin
     max_n: Optional[int] = None  # evaluate on the first max_n examples only (slow attacks on a CPU)
-    slow: bool = False  # the caller runs it on a short eps list only
+    slow: bool = False  # `evaluate` runs it at the short list `slow_eps` only
+    eps: Optional[tuple[float, ...]] = None  # its own eps grid, in place of the evaluation's (e.g. FGSM's table)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -92,12 +94,17 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
 def robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[AttackSpec], eps_list: list[float],
                batch_size: int = 500) -> pd.DataFrame:
     """One row per (attack, eps): clean and robust accuracy, success rate and the distortion actually used."""
+    return _table(model, x, y, [(s, eps_list) for s in specs], batch_size)
+
+
+def _table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: list[tuple[AttackSpec, list[float]]],
+           batch_size: int) -> pd.DataFrame:
     rows = []
-    with A.eval_mode(model), torch.no_grad():
+    with A.eval_mode(model), torch.no_grad():  # one clean pass, shared by every attack
         clean_all = torch.cat([model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
                                for i in range(0, len(x), batch_size)])
     all_x, all_y = x, y
-    for spec in specs:
+    for spec, eps_list in plan:
         threat_cls = A.THREATS[spec.norm]
         n = len(all_x) if spec.max_n is None else min(spec.max_n, len(all_x))
         x, y, clean_ok = all_x[:n], all_y[:n], clean_all[:n]
@@ -120,6 +127,26 @@ def robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[A
                 "max_distortion": dist.max().item(),
             })
     return pd.DataFrame(rows)
+
+
+@dataclass
+class Evaluation:
+    table: pd.DataFrame  # one row per (attack, eps), see `robustness`
+    flags: pd.DataFrame  # Carlini et al.'s sanity flags of that table, see `sanity_flags`
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[AttackSpec], eps: list[float], *,
+             slow_eps: list[float] = (), large_eps: Optional[float] = None, batch_size: int = 500,
+             seed: Optional[int] = None) -> Evaluation:
+    """Every attack of `specs`, in order, on the same images: each over `eps` (a spec's own `eps` where it has one;
+    slow specs over `slow_eps` only), and the sanity flags of the whole table, with `large_eps` the eps at which
+    any working attack reaches ~0%. `seed` seeds torch first, so random starts repeat."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    plan = [(s, list(s.eps) if s.eps is not None else list(slow_eps if s.slow else eps)) for s in specs]
+    table = _table(model, x, y, plan, batch_size)
+    big = None if large_eps is None else {s.norm: large_eps for s in specs}
+    return Evaluation(table, sanity_flags(table, large_eps=big))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,6 +14,14 @@ import torch.nn.functional as F
 
 from . import attacks as A
 from .models import smooth_backward
+from .store import tensor_hash
+
+
+def describe(fn, **spec):
+    """Attach what defines an objective or hook (its kind and params) as `fn.spec`: training keys its checkpoints
+    by it, so runs that differ only in, say, the attacker's eps never resume each other."""
+    fn.spec = spec
+    return fn
 
 
 def fgsm_objective(eps: float, alpha: float = 0.5):
@@ -21,7 +29,7 @@ def fgsm_objective(eps: float, alpha: float = 0.5):
     def objective(model, x, y):
         x_adv = A.fgsm(model, x, y, eps).x
         return alpha * F.cross_entropy(model(x), y) + (1 - alpha) * F.cross_entropy(model(x_adv), y)
-    return objective
+    return describe(objective, kind="fgsm", eps=eps, alpha=alpha)
 
 
 def _switch(model: nn.Module, on: bool | None):
@@ -43,7 +51,8 @@ def pgd_objective(threat: A.Threat, steps: int, step_size: float, random_start: 
             x_adv = A.pgd(model, x, y, threat, steps, step_size, random_start=random_start).x
         with _switch(model, optimizer_smooth):
             return F.cross_entropy(model(x_adv), y)
-    return objective
+    return describe(objective, kind="pgd", norm=threat.name, eps=threat.eps, steps=steps, step_size=step_size,
+                    random_start=random_start, attacker_smooth=attacker_smooth, optimizer_smooth=optimizer_smooth)
 
 
 def overfit_monitor(x: torch.Tensor, y: torch.Tensor, threat: A.Threat, steps: int, step_ratio: float = 2.5):
@@ -56,7 +65,8 @@ def overfit_monitor(x: torch.Tensor, y: torch.Tensor, threat: A.Threat, steps: i
             clean = (model(xb).argmax(1) == yb).float().mean().item()
         r = A.pgd(model, xb, yb, threat, steps, step_ratio * threat.eps / steps)
         return {"monitor_clean_acc": clean, "monitor_pgd_acc": 1 - r.success.float().mean().item()}
-    return on_epoch
+    return describe(on_epoch, kind="overfit_monitor", data=tensor_hash(x, y), norm=threat.name, eps=threat.eps,
+                    steps=steps, step_ratio=step_ratio)
 
 
 def catastrophic_overfitting(pgd_acc: list[float], drop: float = 0.5, floor: float = 0.05) -> int | None:

@@ -7,8 +7,6 @@ Adversarial training plugs in through `objective(model, x, y) -> loss`.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import sys
 import time
@@ -22,7 +20,7 @@ from tqdm import tqdm
 
 from .config import AugmentConfig, OptimConfig, TrainConfig
 from .data import Split
-from .store import atomic, logger
+from .store import atomic, checkpoint_written, code_hash, key as work_key, logger, tensor_hash
 
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 log = logger("train")
@@ -126,12 +124,6 @@ def evaluate(model: nn.Module, data: Split, batch_size: int = 1000, device: torc
     return {"loss": loss / n, "acc": correct / n}
 
 
-def run_key(*parts) -> str:
-    """A short hash of everything that defines a run, to refuse resuming someone else's checkpoint."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def fit(model: nn.Module, train: Split, test: Split, cfg: TrainConfig, optim: OptimConfig, seed: int,
         device: torch.device, checkpoint: Optional[Path] = None, key: str = "",
         objective: Optional[Objective] = None, on_epoch: Optional[Callable[[int, nn.Module], dict]] = None,
@@ -208,25 +200,38 @@ def fit(model: nn.Module, train: Split, test: Split, cfg: TrainConfig, optim: Op
             with atomic(checkpoint) as f:
                 torch.save({"key": key, "epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
                             "sched": sched.state_dict(), "history": history}, f)
+            checkpoint_written(checkpoint)
     model.eval()
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     return history
 
 
+def run_key(spec: dict, trainset: Split, testset: Split, cfg: TrainConfig, optim: OptimConfig, seed: int,
+            objective: Optional[Objective] = None, on_epoch=None) -> str:
+    """Everything that defines a training run, as one key: the model, the data (pixels and labels of both splits:
+    the test split's metrics are part of the resumed history), the training and optimizer configs, the seed, the
+    objective's own description (its `spec`), the per-epoch hook's, and the code that computes the weights."""
+    for name, fn in (("objective", objective), ("on_epoch", on_epoch)):
+        if fn is not None and not hasattr(fn, "spec"):
+            raise ValueError(f"train_model: the {name} must carry a `spec` (what defines it) to be keyed; "
+                             "see robust.describe")
+    return work_key(spec, tensor_hash(trainset.x, trainset.y, testset.x, testset.y), cfg.model_dump(),
+                    optim.model_dump(), seed, getattr(objective, "spec", None), getattr(on_epoch, "spec", None),
+                    code_hash("advrep.train", "advrep.models", "advrep.robust", "advrep.attacks"))
+
+
 def train_model(spec: dict, trainset: Split, testset: Split, cfg: TrainConfig, optim: OptimConfig, seed: int,
                 device: torch.device, checkpoint: Optional[Path] = None, objective: Optional[Objective] = None,
-                desc: str = "train", on_epoch: Optional[Callable[[int, nn.Module], dict]] = None,
-                tag: str = "") -> tuple[nn.Module, list[dict]]:
-    """Build a fresh model from `spec` (see models.build) with torch seeded by `seed`, and fit it.
-    `tag` names what the objective does (e.g. its attacker's settings): runs that differ only there must not
-    resume each other's checkpoints."""
+                desc: str = "train", on_epoch: Optional[Callable[[int, nn.Module], dict]] = None
+                ) -> tuple[nn.Module, list[dict]]:
+    """Build a fresh model from `spec` (see models.build) with torch seeded by `seed`, and fit it. The checkpoint
+    is keyed by `run_key`, so a run never resumes another configuration's checkpoint."""
     from . import models
 
     torch.manual_seed(seed)
     model = models.build(spec)
-    which = hashlib.sha256(trainset.index.numpy().tobytes()).hexdigest()  # the exact training subset
-    key = run_key(spec, cfg.model_dump(), optim.model_dump(), seed, which, objective is not None, tag)
+    key = run_key(spec, trainset, testset, cfg, optim, seed, objective, on_epoch) if checkpoint is not None else ""
     history = fit(model, trainset, testset, cfg, optim, seed, device, checkpoint, key, objective, on_epoch, desc)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)

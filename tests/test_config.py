@@ -1,11 +1,12 @@
-"""Params validation: every committed profile is valid; bad keys, types and values are named in the error."""
-import copy
-from pathlib import Path
+"""Params: every committed profile is valid; bad keys, types and values are named in the error."""
 
 import pytest
 import yaml
 
 from advrep import config
+from advrep.experiments import schemas
+
+SCHEMAS = schemas()
 
 PROFILES = ["params.yaml", "profiles/smoke.yaml", "profiles/paper.yaml"]
 
@@ -15,7 +16,7 @@ def test_committed_profiles_validate(root, profile):
     raw = config.read_yaml(root / profile)
     assert set(raw) >= {"train_mnist", "train_cifar", "report"}
     for section in raw:
-        config.validate(section, raw[section], profile)
+        config.validate(section, raw[section], SCHEMAS[section], profile)
 
 
 def test_profiles_share_the_same_sections(root):
@@ -25,7 +26,7 @@ def test_profiles_share_the_same_sections(root):
 
 def _err(section, raw):
     with pytest.raises(config.ParamsError) as e:
-        config.validate(section, raw)
+        config.validate(section, raw, SCHEMAS[section])
     return str(e.value)
 
 
@@ -72,21 +73,21 @@ def test_scientific_notation_is_a_float_like_dvc_reads_it(tmp_path, tiny_cfg):
     text = yaml.safe_dump({"train_mnist": tiny_cfg}).replace("lr: 0.05", "lr: 5e-2")
     assert "5e-2" in text
     (tmp_path / "p.yaml").write_text(text)
-    assert config.load("train_mnist", tmp_path / "p.yaml").optim.lr == pytest.approx(0.05)
+    assert config.load("train_mnist", SCHEMAS["train_mnist"], tmp_path / "p.yaml").optim.lr == pytest.approx(0.05)
 
 
 def test_missing_section_and_file(tmp_path):
     (tmp_path / "p.yaml").write_text("report: {dpi: 100}\n")
     with pytest.raises(config.ParamsError, match="section 'train_mnist' is missing"):
-        config.load("train_mnist", tmp_path / "p.yaml")
+        config.load("train_mnist", SCHEMAS["train_mnist"], tmp_path / "p.yaml")
     with pytest.raises(config.ParamsError, match="file not found"):
-        config.load("report", tmp_path / "absent.yaml")
+        config.load("report", SCHEMAS["report"], tmp_path / "absent.yaml")
 
 
 def test_stage_reads_only_its_section(tmp_path, tiny_cfg):
     # a broken neighbour section does not stop this stage
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({"train_mnist": tiny_cfg, "report": {"dpi": "high"}}))
-    assert config.load("train_mnist", tmp_path / "p.yaml").train.epochs == 3
+    assert config.load("train_mnist", SCHEMAS["train_mnist"], tmp_path / "p.yaml").train.epochs == 3
 
 
 def test_a_stage_with_bad_params_stops_before_any_work(root, tmp_path):

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from advrep import attacks, models, nonrobust
+from advrep import attacks, models
+from advrep.experiments import nonrobust
 from advrep.data import Split
 
 

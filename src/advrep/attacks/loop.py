@@ -1,0 +1,190 @@
+"""The attack loop: projected gradient ascent over a pluggable threat model, with FGSM as its one-step case.
+
+`pgd` is the single loop every gradient attack in the project runs through: FGSM (Goodfellow et al.) is one
+unprojected signed step, PGD (Madry et al.) many projected steps from a random start, L2 PGD normalised gradient
+steps (Ilyas et al.). Adaptive attacks plug in a gradient oracle (see `adaptive`). Every attack runs the model in
+eval mode and puts it back the way it found it. Inputs are pixels in [0, 1].
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .threats import Linf, Threat
+
+# A gradient oracle: (x_adv, labels) -> (d objective / d x_adv, logits at x_adv). The objective is to be ascended.
+GradFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+# ---------------------------------------------------------------------------------------------------------------
+# Losses (all returned per example, to be ascended by the attacker)
+
+
+def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """z_label - max_{j != label} z_j: positive when `labels` wins."""
+    z = logits.float()
+    own = z.gather(1, labels[:, None]).squeeze(1)
+    other = z.masked_fill(F.one_hot(labels, z.shape[1]).bool(), float("-inf")).amax(1)
+    return own - other
+
+
+def objective(logits: torch.Tensor, labels: torch.Tensor, loss: str, targeted: bool) -> torch.Tensor:
+    """What the attacker ascends. Untargeted: move away from the true label; targeted: towards the target."""
+    if loss == "ce":
+        ce = F.cross_entropy(logits.float(), labels, reduction="none")
+        return -ce if targeted else ce
+    if loss == "margin":  # Carlini & Wagner's margin loss, without the confidence clip
+        m = margin(logits, labels)
+        return m if targeted else -m
+    raise ValueError(f"unknown loss '{loss}', expected 'ce' or 'margin'")
+
+
+def succeeded(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+    pred = logits.argmax(1)
+    return pred == labels if targeted else pred != labels
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run `model` in eval mode (BatchNorm uses running statistics) with frozen parameters, and restore both after.
+
+    Freezing guarantees that no attack, nor a gradient oracle that calls backward(), leaves gradients in the
+    model's .grad fields (which an optimizer stepping after the attack would apply). It does not make the attack
+    faster: torch.autograd.grad already skips weight gradients it was not asked for.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in grads:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def fast_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Run a conv net on image batches in channels-last layout (oneDNN and tensor-core kernels are faster in it:
+    ~1.3x per attack step on a 2-core CPU) and restore the model's own layout after. Values are unchanged."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if x.ndim != 4 or not convs:
+        yield x
+        return
+    was_cl = convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield x.contiguous(memory_format=torch.channels_last)
+    finally:
+        if not was_cl:
+            model.to(memory_format=torch.contiguous_format)
+
+
+def autograd_oracle(model: nn.Module, loss: str, targeted: bool) -> GradFn:
+    def grad(x_adv, labels):
+        x_adv = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(x_adv)
+            g, = torch.autograd.grad(objective(logits, labels, loss, targeted).sum(), x_adv)
+        return g, logits.detach()
+    return grad
+
+
+@dataclass
+class Result:
+    """Adversarial examples with, per example, whether the attack succeeded and the distortion it used."""
+
+    x: torch.Tensor
+    success: torch.Tensor  # bool [N]: misclassified (untargeted) or classified as the target (targeted)
+    distortion: torch.Tensor  # [N] norm of x_adv - x in the threat's norm
+    logits: torch.Tensor  # [N, C] at x_adv
+
+    @classmethod
+    def cat(cls, parts: list["Result"]) -> "Result":
+        """Join the results of consecutive batches."""
+        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in ("x", "success", "distortion", "logits")))
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, steps: int, step_size: float, *,
+        target: Optional[torch.Tensor] = None, restarts: int = 1, random_start: bool = True, loss: str = "ce",
+        early_stop: bool = False, grad: Optional[GradFn] = None) -> Result:
+    """Projected gradient ascent on `objective` inside `threat`'s ball: the one attack loop.
+
+    target: None for an untargeted attack (leave the label y), else the labels to reach.
+    restarts: independent runs (from fresh random starts); per example the strongest result is kept, a success
+      before a failure, then the higher objective. Restarts after the first attack only the examples not yet broken.
+    early_stop: an example that succeeds is frozen there (cheaper; the perturbation stays small). Off, every
+      example takes all `steps` steps (as Ilyas et al. do when building their datasets).
+    grad: a gradient oracle (BPDA, EOT and gradient-free estimates plug in here); default: autograd on `model`.
+    """
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"steps and restarts must be >= 1, got steps={steps}, restarts={restarts}")
+    targeted = target is not None
+    labels = (target if targeted else y).to(x.device)
+    with eval_mode(model), fast_layout(model, x.detach()) as x:
+        oracle = grad or autograd_oracle(model, loss, targeted)
+        best_x, best_ok = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        best_obj = torch.full((len(x),), float("-inf"), device=x.device)
+        best_logits = None
+        todo = torch.arange(len(x), device=x.device)
+        for _ in range(restarts):
+            xs, ls = x[todo], labels[todo]
+            xa = threat.random_start(xs) if random_start else xs.clone()
+            live = None  # None: every row is still updated (no indexing cost); else the rows still updated
+            for _ in range(steps):
+                if live is None:
+                    g, logits = oracle(xa, ls)
+                    if early_stop:
+                        live = (~succeeded(logits, ls, targeted)).nonzero().squeeze(1)
+                        g = g[live]
+                else:
+                    g, logits = oracle(xa[live], ls[live])
+                    keep = ~succeeded(logits, ls[live], targeted)
+                    live, g = live[keep], g[keep]
+                if live is None:
+                    xa = threat.project(xa + step_size * threat.ascent(g), xs)
+                elif len(live):
+                    xa[live] = threat.project(xa[live] + step_size * threat.ascent(g), xs[live])
+                else:
+                    break
+            with torch.no_grad():
+                logits = model(xa)
+            ok = succeeded(logits, ls, targeted)
+            obj = objective(logits, ls, loss, targeted)
+            better = (ok & ~best_ok[todo]) | ((ok == best_ok[todo]) & (obj > best_obj[todo]))
+            rows = todo[better]
+            best_x[rows], best_ok[rows], best_obj[rows] = xa[better], ok[better], obj[better]
+            if best_logits is None:
+                best_logits = torch.zeros(len(x), logits.shape[1], device=x.device)
+            best_logits[rows] = logits[better]
+            todo = todo[~best_ok[todo]]
+            if len(todo) == 0:
+                break
+    return Result(best_x, best_ok, threat.norm(best_x - x), best_logits)
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, target: Optional[torch.Tensor] = None,
+         loss: str = "ce") -> Result:
+    """Goodfellow et al.: x + eps * sign(grad_x J(x, y)); targeted: x - eps * sign(grad_x J(x, t))."""
+    return pgd(model, x, y, Linf(eps), steps=1, step_size=eps, target=target, random_start=False, loss=loss)
+
+
+def batched(attack: Callable[..., Result], model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+            target: Optional[torch.Tensor] = None, **kw) -> Result:
+    """Run `attack` over `x` in batches (memory), concatenating the results."""
+    parts = []
+    for i in range(0, len(x), batch_size):
+        t = None if target is None else target[i:i + batch_size]
+        parts.append(attack(model, x[i:i + batch_size], y[i:i + batch_size], target=t, **kw))
+    return Result.cat(parts)
