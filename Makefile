@@ -18,7 +18,7 @@ endif
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test test-fast smoke smoke-baseline clean-venv
+.PHONY: setup repro test test-fast smoke smoke-baseline smoke-noise clean-venv
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ smoke: setup
 # Re-make the committed smoke baseline after a change that moves results on purpose.
 smoke-baseline: setup
 	$(BIN)/python .ci/smoke.py baseline
+
+# Re-measure the noise the smoke tolerance absorbs: the smoke profile at 1 thread, into .ci/noise/threads1/.
+smoke-noise: setup
+	$(BIN)/python .ci/smoke.py noise
 
 clean-venv:
 	rm -rf $(VENV)

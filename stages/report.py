@@ -11,7 +11,9 @@ from advrep.experiments import modules
 
 
 def run(section: str, cfg: report.Params) -> None:
-    path = report.write("reports", [m.section for m in modules()], dpi=cfg.dpi)
+    ms = modules()
+    path = report.write("reports", [m.section for m in ms], dpi=cfg.dpi,
+                        claims=[m.claims for m in ms if hasattr(m, "claims")])
     store.logger("report").info(f"wrote {path}")
 
 

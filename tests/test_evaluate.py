@@ -81,7 +81,7 @@ def test_spec_validation_names_the_attack():
 def test_bpda_attack_needs_its_twin_and_bypasses_kwta():
     from advrep import attacks as A
 
-    with pytest.raises(ValueError, match="needs the twin"):
+    with pytest.raises(ValueError, match="needs the module to take gradients from"):
         E.AttackSpec(name="b", kind="bpda")
     torch.manual_seed(0)
     m = models.build({"arch": "mlp", "dataset": "mnist", "widths": [64], "activation": "kwta", "gamma": 0.1}).eval()

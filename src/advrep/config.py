@@ -162,7 +162,7 @@ class TrainConfig(Strict):
     batch_size: int = Field(gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     augment: AugmentConfig = AugmentConfig()
-    amp: bool = False  # bf16 autocast where the device supports it well (CUDA); ignored on CPU
+    amp: bool = False  # bf16 autocast for training where the device has native bf16 (CUDA, AVX512-BF16 CPUs)
     channels_last: bool = True  # faster convolutions on CPU (oneDNN) and on tensor-core GPUs
     eval_batch_size: int = Field(1000, gt=0)
 
@@ -207,16 +207,30 @@ class AttackConfig(Strict):
     """One attack of an evaluation (see evaluate.AttackSpec)."""
 
     name: str
-    kind: Literal["fgsm", "pgd", "autoattack", "gradfree", "bpda", "transfer"]
+    kind: Literal["fgsm", "pgd", "autoattack", "autoattack_lite", "gradfree", "bpda", "transfer", "eot"]
     norm: Literal["linf", "l2"] = "linf"
     steps: int = Field(20, gt=0)
     step_ratio: float = Field(2.5, gt=0)  # step size = step_ratio * eps / steps (Madry et al.'s rule)
     restarts: int = Field(1, gt=0)
     loss: Literal["ce", "margin"] = "ce"
-    samples: int = Field(100, ge=2)  # gradfree only: function evaluations per step and example
-    sigma: float = Field(0.0, ge=0)  # gradfree only: sampling scale in pixels (0: eps / 4)
-    max_n: Optional[int] = Field(None, gt=0)  # run on the first max_n examples only (AutoAttack is slow on a CPU)
-    slow: bool = False  # run only at each model's slow_eps (AutoAttack's Square spends 5,000 queries per robust image)
+    samples: list[list[int]] = [[10**9, 100]]  # gradfree: [until_step, samples per step] pairs, a schedule
+    sigma: float = Field(0.0, ge=0)  # gradfree only: sampling scale in pixels (0: eps)
+    partners: int = Field(8, gt=0)  # eot only: random batch partners averaged per step
+    max_n: Optional[int] = Field(None, gt=0)  # run on a subset of this many images with the same clean accuracy
+    slow: bool = False  # run only at the slow_eps (AutoAttack's Square spends 5,000 queries per robust image)
+
+    @field_validator("samples")
+    @classmethod
+    def _samples(cls, v):
+        if not v or any(len(p) != 2 or p[1] < 2 for p in v) or [p[0] for p in v] != sorted(p[0] for p in v):
+            raise ValueError(f"expected [until_step, samples >= 2] pairs with increasing until_step, got {v}")
+        return v
+
+    def spec_kwargs(self) -> dict:
+        """The evaluate.AttackSpec arguments (the EOT partner count is the experiment's to use)."""
+        kw = self.model_dump(exclude={"partners"})
+        kw["samples"] = tuple(tuple(s) for s in self.samples)
+        return kw
 
 
 class AdversarialTraining(Strict):
@@ -234,17 +248,28 @@ class NetConfig(Strict):
     """One fully connected net of the Szegedy / Goodfellow experiments."""
 
     name: str
-    arch: Literal["mlp", "maxout"] = "mlp"
+    arch: Literal["mlp", "maxout", "rbf"] = "mlp"
     widths: list[int]  # hidden widths; [] = softmax regression
     activation: str = "sigmoid"
     weight_decay: Optional[float] = Field(None, ge=0)  # overrides optim.weight_decay for this net
     part: Literal["P1", "P2", "all"] = "P1"  # training data: a half of the 60k training set, or all of it
+    penalty: Optional[list[float]] = None  # Szegedy's weight decay: lambda_l * sum(W_l^2) / units_l per weight layer
+    pretrain: Optional[Literal["autoencoder"]] = None  # the first layer pretrained (and frozen): Szegedy's AE400-10
+    dropout: Optional[list[float]] = None  # [input, hidden] dropout rates (Goodfellow's maxout: [0.2, 0.5])
 
     _activation = field_validator("activation")(ModelConfig._activation.__func__)
 
+    @field_validator("dropout")
+    @classmethod
+    def _dropout(cls, v):
+        if v is not None and (len(v) != 2 or any(not 0 <= p < 1 for p in v)):
+            raise ValueError(f"expected [input rate, hidden rate], each in [0, 1), got {v}")
+        return v
+
     def spec(self, dataset: str = "mnist") -> dict:
         """The models.build config of this net."""
-        return {"arch": self.arch, "widths": self.widths, "activation": self.activation, "dataset": dataset}
+        out = {"arch": self.arch, "widths": self.widths, "activation": self.activation, "dataset": dataset}
+        return out | ({"dropout": self.dropout} if self.dropout else {})
 
     def optim(self, base: OptimConfig) -> OptimConfig:
         """The shared optimizer settings, with this net's weight decay where it sets one."""

@@ -9,6 +9,7 @@ The route is deliberately not a param: it cannot change the output.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -174,10 +175,18 @@ class Split:
 
 
 def load(path: str | Path, split: str, limit: int | None = None, verify_hash: bool = True) -> Split:
-    """Load `split` ('train' or 'test') of a fetched npz, optionally the first `limit` examples."""
+    """Load `split` ('train' or 'test') of a fetched npz, optionally the first `limit` examples. Loaded and
+    verified once per process (a stage's units share it), keyed by the file's size and modification time."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found (run the fetch stage: dvc repro fetch)")
+    st = path.stat()
+    return _load(str(path.resolve()), st.st_size, st.st_mtime_ns, split, limit, verify_hash)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path_s: str, size: int, mtime_ns: int, split: str, limit: int | None, verify_hash: bool) -> Split:
+    path = Path(path_s)
     name = path.stem
     try:
         with np.load(path, allow_pickle=False) as z:

@@ -1,10 +1,13 @@
-"""Evaluation: robust accuracy over a list of eps per attack, as a tidy table, with Carlini et al.'s sanity flags.
+"""Evaluation: a list of attacks run over their eps on the same images, as one tidy table with its sanity flags.
 
-`evaluate` is what every stage calls: it runs a list of `AttackSpec`s over their eps on the same images and returns
-the table and its sanity flags. `robustness` runs each spec at each eps and returns one row per (attack, eps), with
-the distortion the attack actually used. `sanity_flags` reads that table and raises the warning signs listed in Carlini et al. 2019,
-"On Evaluating Adversarial Robustness" (section 5 and appendix), each with what it suggests. AutoAttack, the
-reference evaluation, comes from the torchattacks package (a port of Croce & Hein's code) behind the same API.
+`evaluate` is what every stage calls. Each `AttackSpec` runs at each of its eps; a slow attack (AutoAttack, the
+gradient-free one) runs on a subset drawn so that its clean accuracy matches the full set's; per example, the
+worst case over every attack at an eps is a row of its own. Every row carries its n. `sanity_flags` reads the table
+for the warning signs listed in Carlini et al. 2019, "On Evaluating Adversarial Robustness" (section 5 and
+appendix), each with what it suggests.
+
+AutoAttack means the standard version of Croce & Hein's own code (`attacks.autoattack`); torchattacks' lighter
+port is the kind `autoattack_lite`, under its own name.
 """
 from __future__ import annotations
 
@@ -18,9 +21,11 @@ import torch.nn as nn
 
 from . import attacks as A
 
-KINDS = ("fgsm", "pgd", "autoattack", "gradfree", "transfer", "bpda")
-WHITE_BOX = ("fgsm", "pgd", "autoattack")  # attacks that follow the model's own gradient
-ADAPTIVE = ("transfer", "gradfree", "bpda")  # attacks that do not trust it
+KINDS = ("fgsm", "pgd", "autoattack", "autoattack_lite", "gradfree", "transfer", "bpda", "eot")
+WHITE_BOX = ("fgsm", "pgd", "autoattack", "autoattack_lite")  # attacks that follow the model's own gradient
+ADAPTIVE = ("transfer", "gradfree", "bpda", "eot")  # attacks that do not trust it
+WORST = "worst case"  # per example, over the attacks that ran on every image
+WORST_ALL = "worst case, slow attacks included"  # over every attack, on the subset the slow ones ran on
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,11 @@ class AttackSpec:
     restarts: int = 1
     loss: str = "ce"
     random_start: bool = True
-    samples: int = 100  # gradfree: function evaluations per step and example
-    sigma: float = 0.0  # gradfree: sampling scale (0: eps / 4)
+    samples: tuple = ((10**9, 100),)  # gradfree: (until_step, samples per step and example) schedule
+    sigma: float = 0.0  # gradfree: sampling scale in pixels (0: eps, Tramer et al.'s 8/255 at eps 8/255)
     surrogate: Optional[nn.Module] = field(default=None, compare=False, repr=False)  # transfer: attacked model
-    via: Optional[nn.Module] = field(default=None, compare=False, repr=False)  # bpda: gradients from this twin
-    max_n: Optional[int] = None  # evaluate on the first max_n examples only (slow attacks on a CPU)
+    via: Optional[nn.Module] = field(default=None, compare=False, repr=False)  # bpda / eot: gradients from this
+    max_n: Optional[int] = None  # run on a subset of this many images, drawn to keep the clean accuracy
     slow: bool = False  # `evaluate` runs it at the short list `slow_eps` only
     eps: Optional[tuple[float, ...]] = None  # its own eps grid, in place of the evaluation's (e.g. FGSM's table)
 
@@ -50,14 +55,20 @@ class AttackSpec:
             raise ValueError(f"attack '{self.name}': unknown norm '{self.norm}', expected one of {sorted(A.THREATS)}")
         if self.kind == "transfer" and self.surrogate is None:
             raise ValueError(f"attack '{self.name}': a transfer attack needs a surrogate model")
-        if self.kind == "bpda" and self.via is None:
-            raise ValueError(f"attack '{self.name}': a BPDA attack needs the twin with surrogate backward passes "
-                             "(attacks.with_bpda)")
+        if self.kind in ("bpda", "eot") and self.via is None:
+            raise ValueError(f"attack '{self.name}': a {self.kind} attack needs the module to take gradients from "
+                             "(attacks.with_bpda, or an EOT wrapper)")
         if self.steps < 1 or self.restarts < 1 or self.step_ratio <= 0:
             raise ValueError(f"attack '{self.name}': steps, restarts and step_ratio must be positive")
 
+    @property
+    def described(self) -> str:
+        """The name with what it runs, for tables: 'PGD-20 (20 steps x 1 restart)'."""
+        return self.name
 
-def run_attack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+
+def run_attack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+               seed: int = 0) -> torch.Tensor:
     """Adversarial examples for `model` under `spec` at `eps` (a batch)."""
     threat = A.threat(spec.norm, eps)
     if eps == 0:
@@ -67,86 +78,123 @@ def run_attack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Ten
             raise ValueError(f"attack '{spec.name}': FGSM is an L-inf attack")
         return A.fgsm(model, x, y, eps, loss=spec.loss).x
     if spec.kind == "autoattack":
-        return autoattack(model, x, y, eps, spec.norm)
+        return A.autoattack(model, x, y, eps, spec.norm, seed=seed)
+    if spec.kind == "autoattack_lite":
+        return A.autoattack_lite(model, x, y, eps, spec.norm, seed=seed)
     step = spec.step_ratio * eps / spec.steps
     kw = dict(restarts=spec.restarts, random_start=spec.random_start, loss=spec.loss)
-    if spec.kind in ("pgd", "bpda"):  # early stop: a broken example stays broken, and the rest get the compute
-        # (the BPDA twin computes the model's own forward values, so its successes are the model's)
-        return A.pgd(spec.via if spec.kind == "bpda" else model, x, y, threat, spec.steps, step, early_stop=True,
-                     **kw).x
-    if spec.kind == "transfer":
-        return A.pgd(spec.surrogate, x, y, threat, spec.steps, step, **kw).x
-    oracle = A.GradientFree(model, spec.sigma or eps / 4, spec.samples)  # gradfree
-    return A.pgd(model, x, y, threat, spec.steps, step, grad=oracle, **kw).x
+    if spec.kind == "pgd":  # early stop: a broken example stays broken, and the rest get the compute
+        return A.pgd(model, x, y, threat, spec.steps, step, early_stop=True, **kw).x
+    if spec.kind in ("bpda", "eot", "transfer"):  # gradients from elsewhere, success and best iterate judged here
+        src = spec.surrogate if spec.kind == "transfer" else spec.via
+        return A.pgd(src, x, y, threat, spec.steps, step, early_stop=True, best=True, judge=model, **kw).x
+    return A.gradient_free(model, x, y, threat, spec.steps, step, spec.sigma or eps, spec.samples).x  # gradfree
 
 
-def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
-               seed: int = 0) -> torch.Tensor:
-    """Standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) from torchattacks, on the model in eval mode."""
-    import torchattacks
-
-    with A.eval_mode(model):
-        aa = torchattacks.AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard",
-                                     n_classes=10, seed=seed)
-        return aa(x, y).detach()
-
-
-def robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[AttackSpec], eps_list: list[float],
-               batch_size: int = 500) -> pd.DataFrame:
-    """One row per (attack, eps): clean and robust accuracy, success rate and the distortion actually used."""
-    return _table(model, x, y, [(s, eps_list) for s in specs], batch_size)
-
-
-def _table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: list[tuple[AttackSpec, list[float]]],
-           batch_size: int) -> pd.DataFrame:
-    rows = []
-    with A.eval_mode(model), torch.no_grad():  # one clean pass, shared by every attack
-        clean_all = torch.cat([model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
-                               for i in range(0, len(x), batch_size)])
-    all_x, all_y = x, y
-    for spec, eps_list in plan:
-        threat_cls = A.THREATS[spec.norm]
-        n = len(all_x) if spec.max_n is None else min(spec.max_n, len(all_x))
-        x, y, clean_ok = all_x[:n], all_y[:n], clean_all[:n]
-        for eps in eps_list:
-            ok, dist = [], []
-            for i in range(0, len(x), batch_size):
-                xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-                xa = run_attack(spec, model, xb, yb, eps)
-                with A.eval_mode(model), torch.no_grad():
-                    ok.append(model(xa).argmax(1) == yb)
-                dist.append(threat_cls(eps).norm(xa - xb))
-            ok, dist = torch.cat(ok), torch.cat(dist)
-            broken = clean_ok & ~ok
-            rows.append({
-                "attack": spec.name, "kind": spec.kind, "norm": spec.norm, "eps": eps, "steps": spec.steps,
-                "restarts": spec.restarts, "loss": spec.loss, "n": len(x),
-                "clean_acc": clean_ok.float().mean().item(), "robust_acc": ok.float().mean().item(),
-                "success_rate": (broken.sum() / clean_ok.sum().clamp_min(1)).item(),
-                "mean_distortion": dist[broken].mean().item() if broken.any() else 0.0,
-                "max_distortion": dist.max().item(),
-            })
-    return pd.DataFrame(rows)
+def matched_subset(clean_ok: torch.Tensor, m: int, seed: int = 0) -> torch.Tensor:
+    """Indices of m examples (sorted) whose clean accuracy matches the whole set's: round(m * acc) drawn from the
+    correctly classified examples and the rest from the others, each by a seeded permutation. A slow attack run
+    on them measures the same population as the fast ones."""
+    n = len(clean_ok)
+    if m >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    good, bad = clean_ok.nonzero().squeeze(1).cpu(), (~clean_ok).nonzero().squeeze(1).cpu()
+    k = min(len(good), max(0, round(m * len(good) / n)))
+    k = max(k, m - len(bad))
+    pick = torch.cat([good[torch.randperm(len(good), generator=g)[:k]], bad[torch.randperm(len(bad), generator=g)[:m - k]]])
+    return pick.sort().values
 
 
 @dataclass
 class Evaluation:
-    table: pd.DataFrame  # one row per (attack, eps), see `robustness`
+    table: pd.DataFrame  # one row per (attack, eps), and a worst-case row per eps; see `evaluate`
     flags: pd.DataFrame  # Carlini et al.'s sanity flags of that table, see `sanity_flags`
+    correct: dict = field(default_factory=dict)  # (attack, eps) -> (indices into x, bool correct per index)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    with A.eval_mode(model):
+        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[AttackSpec], eps: list[float], *,
              slow_eps: list[float] = (), large_eps: Optional[float] = None, batch_size: int = 500,
-             seed: Optional[int] = None) -> Evaluation:
+             seed: Optional[int] = None, worst: bool = True) -> Evaluation:
     """Every attack of `specs`, in order, on the same images: each over `eps` (a spec's own `eps` where it has one;
-    slow specs over `slow_eps` only), and the sanity flags of the whole table, with `large_eps` the eps at which
-    any working attack reaches ~0%. `seed` seeds torch first, so random starts repeat."""
+    slow specs over `slow_eps` only; a spec with max_n on its matched subset), then, with `worst`, one row per eps
+    for the worst case per example over every attack run there (on the images they all ran on), and the sanity
+    flags of the table, with `large_eps` the eps at which any working attack reaches ~0%. `seed` seeds torch
+    first, so random starts repeat."""
     if seed is not None:
         torch.manual_seed(seed)
-    plan = [(s, list(s.eps) if s.eps is not None else list(slow_eps if s.slow else eps)) for s in specs]
-    table = _table(model, x, y, plan, batch_size)
+    clean_ok = predict(model, x, batch_size) == y  # one clean pass, shared by every attack
+    rows, correct = [], {}
+    for spec in specs:
+        grid = list(spec.eps) if spec.eps is not None else list(slow_eps if spec.slow else eps)
+        idx = (torch.arange(len(x)) if spec.max_n is None else matched_subset(clean_ok, spec.max_n, seed or 0))
+        idx = idx.to(x.device)
+        xs, ys, cs = x[idx], y[idx], clean_ok[idx]
+        threat_cls = A.THREATS[spec.norm]
+        for e in grid:
+            parts = [run_attack(spec, model, xs[i:i + batch_size], ys[i:i + batch_size], e, seed or 0)
+                     for i in range(0, len(xs), batch_size)]
+            xa = torch.cat(parts)
+            ok = predict(model, xa, batch_size) == ys
+            dist = threat_cls(e).norm(xa - xs)
+            correct[(spec.name, e)] = (idx, ok)
+            rows.append(_row(spec.name, spec.kind, spec.norm, e, spec.steps, spec.restarts, spec.loss, cs, ok,
+                             dist))
+    if worst:
+        rows += _worst_rows(rows, correct, clean_ok)
+    table = pd.DataFrame(rows)
     big = None if large_eps is None else {s.norm: large_eps for s in specs}
-    return Evaluation(table, sanity_flags(table, large_eps=big))
+    return Evaluation(table, sanity_flags(table, large_eps=big), correct)
+
+
+def _row(name, kind, norm, eps, steps, restarts, loss, clean_ok, ok, dist=None) -> dict:
+    broken = clean_ok & ~ok
+    return {"attack": name, "kind": kind, "norm": norm, "eps": eps, "steps": steps, "restarts": restarts,
+            "loss": loss, "n": len(ok), "clean_acc": clean_ok.float().mean().item(),
+            "robust_acc": ok.float().mean().item(),
+            "success_rate": (broken.sum() / clean_ok.sum().clamp_min(1)).item(),
+            "mean_distortion": dist[broken].mean().item() if dist is not None and broken.any() else 0.0,
+            "max_distortion": dist.max().item() if dist is not None and len(dist) else 0.0}
+
+
+def _worst_rows(rows: list[dict], correct: dict, clean_ok: torch.Tensor) -> list[dict]:
+    """Per eps > 0 with two or more attacks: correct only where every attack left the example correct. One row over
+    the attacks that ran on every image (`WORST`, n = all images), and, where slower attacks ran on a subset, one
+    over all attacks on the images they all ran on (`WORST_ALL`)."""
+    out = []
+    n_all = len(clean_ok)
+    for e in sorted({r["eps"] for r in rows}):
+        runs = [(name, v) for (name, ee), v in correct.items() if ee == e]
+        if e == 0 or len(runs) < 2:
+            continue
+        full = [r for r in runs if len(r[1][0]) == n_all]
+        groups = [(WORST, full)] if len(full) >= 2 else []
+        if len(full) < len(runs):
+            groups.append((WORST_ALL, runs))
+        for label, group in groups:
+            common = None
+            for _, (idx, _) in group:
+                s = set(idx.tolist())
+                common = s if common is None else common & s
+            common = torch.tensor(sorted(common), dtype=torch.long)
+            ok = torch.ones(len(common), dtype=torch.bool)
+            for _, (idx, o) in group:
+                pos = {int(i): k for k, i in enumerate(idx.tolist())}
+                ok &= o.cpu()[torch.tensor([pos[int(i)] for i in common], dtype=torch.long)]
+            out.append(_row(label, "worst", rows[0]["norm"], e, 0, 0, "-", clean_ok.cpu()[common], ok))
+    return out
+
+
+def robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[AttackSpec], eps_list: list[float],
+               batch_size: int = 500) -> pd.DataFrame:
+    """One row per (attack, eps) (no worst-case rows): clean and robust accuracy, success rate, distortion used."""
+    return evaluate(model, x, y, specs, eps_list, batch_size=batch_size, worst=False).table
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -165,6 +213,8 @@ def sanity_flags(df: pd.DataFrame, large_eps: Optional[dict[str, float]] = None)
     the check uses the largest eps in the table at or above it.
     """
     out = []
+    if "kind" in df:
+        df = df[df["kind"] != "worst"]  # the worst case is not an attack of its own
 
     def add(flag, triggered, detail, suggests):
         out.append({"flag": flag, "triggered": bool(triggered), "detail": detail, "suggests": suggests})
@@ -184,7 +234,8 @@ def sanity_flags(df: pd.DataFrame, large_eps: Optional[dict[str, float]] = None)
     # 2. not near zero at a very large eps
     if large_eps:
         bad = []
-        for (name, norm), g in df[df["kind"].isin(["pgd", "autoattack", "gradfree"])].groupby(["attack", "norm"]):
+        for (name, norm), g in df[df["kind"].isin(["pgd", "autoattack", "autoattack_lite", "gradfree"])].groupby(
+                ["attack", "norm"]):
             big = g[g["eps"] >= large_eps.get(norm, math.inf)]
             if len(big) and big["robust_acc"].min() > 0.05:
                 row = big.sort_values("eps").iloc[-1]

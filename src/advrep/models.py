@@ -126,21 +126,39 @@ class KWTA(nn.Module):
         return f"gamma={self.gamma}"
 
 
+class BatchKWTA(KWTA):
+    """The blog replication's k-WTA layer, not the paper's: the threshold is the k-th largest value of the batch's
+    *first* example (over all of its units: C*H*W for a conv layer), and every example of the batch is masked with
+    it, as `tf.math.top_k(x[0], k)` does in that code. Example 0 keeps k units; every other example keeps whatever
+    exceeds example 0's threshold, anywhere from none to all. The output depends on the batch's size, order and
+    content (with a batch of one it is the paper's per-example k-WTA). Gradients pass through the threshold into
+    example 0 only. (The stored copy of the blog's code is incomplete; taking the k-th largest of the flattened
+    x[0], one scalar, is our reading of its description.)"""
+
+    def threshold(self, x: torch.Tensor) -> torch.Tensor:
+        first = x[0].flatten()
+        kth = first.topk(self.k(first.numel())).values[-1]
+        return kth.view(*([1] * x.ndim))
+
+
 class SoftKWTA(nn.Module):
     """A smooth surrogate of KWTA for BPDA: x * sigmoid((x - t) / T), with t halfway between the k-th and the
     (k+1)-th largest values (held constant) and T a temperature relative to the spread of the layer (T = temperature
     * std of x per example). As T -> 0 it tends to KWTA; its gradient says how moving each unit across the
-    threshold changes the output."""
+    threshold changes the output. With batch=True the threshold is example 0's for the whole batch (BatchKWTA's
+    surrogate)."""
 
-    def __init__(self, gamma: float = 0.1, temperature: float = 0.1):
+    def __init__(self, gamma: float = 0.1, temperature: float = 0.1, batch: bool = False):
         super().__init__()
-        self.kwta, self.temperature = KWTA(gamma), temperature
+        self.kwta, self.temperature, self.batch = KWTA(gamma), temperature, batch
 
     def forward(self, x):
         flat = x.flatten(1)
         k = self.kwta.k(flat.shape[1])
         top = flat.detach().topk(min(k + 1, flat.shape[1]), dim=1).values
         t = (top[:, k - 1] + top[:, -1]) / 2 if k < flat.shape[1] else top[:, -1] - 1
+        if self.batch:
+            t = t[:1].expand(len(x))
         t = t.view(-1, *([1] * (x.ndim - 1)))
         scale = (x.flatten(1).std(1).detach() * self.temperature).clamp_min(1e-6).view_as(t)
         return x * torch.sigmoid((x - t) / scale)
@@ -156,6 +174,7 @@ ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
     "smoothrelu": lambda **kw: SmoothReLU(20.0),
     "relu_smoothgrad": lambda **kw: SwitchableReLU(10.0),  # SAT ablation; switched by smooth_backward
     "kwta": lambda gamma=0.1, **kw: KWTA(gamma),
+    "kwta_batch": lambda gamma=0.1, **kw: BatchKWTA(gamma),  # the blog's layer: example 0's threshold for all
     "relu_kwta": lambda gamma=0.1, **kw: nn.Sequential(nn.ReLU(), KWTA(gamma)),  # the blog's ReLU + k-WTA
     "sigmoid": lambda **kw: nn.Sigmoid(),  # Szegedy et al.'s fully connected nets
     "tanh": lambda **kw: nn.Tanh(),
@@ -200,14 +219,33 @@ class Classifier(nn.Module):
         return self.body(self.norm(x))
 
 
-def mlp(in_dim: int, widths: list[int], act: Act, classes: int = 10) -> nn.Module:
-    """Fully connected net; widths [] is softmax regression (Szegedy's FC10)."""
-    layers: list[nn.Module] = [nn.Flatten()]
+def _dropout(p: float) -> list[nn.Module]:
+    return [nn.Dropout(p)] if p > 0 else []
+
+
+def mlp(in_dim: int, widths: list[int], act: Act, classes: int = 10, dropout: tuple = (0.0, 0.0)) -> nn.Module:
+    """Fully connected net; widths [] is softmax regression (Szegedy's FC10). dropout: (input, hidden) rates."""
+    layers: list[nn.Module] = [nn.Flatten(), *_dropout(dropout[0])]
     for w in widths:
-        layers += [nn.Linear(in_dim, w), act()]
+        layers += [nn.Linear(in_dim, w), act(), *_dropout(dropout[1])]
         in_dim = w
     layers.append(nn.Linear(in_dim, classes))
     return nn.Sequential(*layers)
+
+
+class RBF(nn.Module):
+    """A shallow RBF network (Goodfellow et al.'s Section 7): one unit per class, logit_i = -sum_j beta_ij
+    (x_j - mu_ij)^2 with a learned centre mu_i and non-negative precisions beta_i. Far from every centre, every
+    logit is very negative: it cannot be confident about inputs unlike its training data."""
+
+    def __init__(self, in_dim: int, classes: int = 10):
+        super().__init__()
+        self.mu = nn.Parameter(torch.randn(classes, in_dim) * 0.1)
+        self.rho = nn.Parameter(torch.full((classes, in_dim), -3.0))  # beta = softplus(rho)
+
+    def forward(self, x):
+        beta = F.softplus(self.rho)
+        return -((x[:, None, :] - self.mu[None]) ** 2 * beta[None]).sum(-1)
 
 
 class Maxout(nn.Module):
@@ -222,11 +260,12 @@ class Maxout(nn.Module):
         return self.linear(x).view(len(x), self.units, self.pieces).amax(2)
 
 
-def maxout_mlp(in_dim: int, widths: list[int], pieces: int = 5, classes: int = 10) -> nn.Module:
-    """Goodfellow et al.'s MNIST maxout net without dropout: hidden maxout layers of 5 pieces, softmax on top."""
-    layers: list[nn.Module] = [nn.Flatten()]
+def maxout_mlp(in_dim: int, widths: list[int], pieces: int = 5, classes: int = 10,
+               dropout: tuple = (0.0, 0.0)) -> nn.Module:
+    """Goodfellow et al.'s MNIST maxout net: hidden maxout layers of 5 pieces, softmax on top; dropout optional."""
+    layers: list[nn.Module] = [nn.Flatten(), *_dropout(dropout[0])]
     for w in widths:
-        layers.append(Maxout(in_dim, w, pieces))
+        layers += [Maxout(in_dim, w, pieces), *_dropout(dropout[1])]
         in_dim = w
     layers.append(nn.Linear(in_dim, classes))
     return nn.Sequential(*layers)
@@ -242,6 +281,18 @@ def mnist_cnn(widths: list[int], act: Act, classes: int = 10) -> nn.Module:
     )
 
 
+def xiao_mnist(widths: list[int], act: Act, classes: int = 10) -> nn.Module:
+    """Xiao et al.'s MNIST layout (their code): 3x3 convs of widths[0:4] channels with strides 1, 2, 1, 2, the
+    activation (k-WTA in their net) after each and no BatchNorm, then a dense layer of widths[4] units (20,000 in
+    theirs) with the activation, then the logits."""
+    c1, c2, c3, c4, hidden = widths
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 3, padding=1), act(), nn.Conv2d(c1, c2, 3, stride=2, padding=1), act(),
+        nn.Conv2d(c2, c3, 3, padding=1), act(), nn.Conv2d(c3, c4, 3, stride=2, padding=1), act(),
+        nn.Flatten(), nn.Linear(c4 * 7 * 7, hidden), act(), nn.Linear(hidden, classes),
+    )
+
+
 class Scale(nn.Module):
     def __init__(self, s: float):
         super().__init__()
@@ -253,7 +304,8 @@ class Scale(nn.Module):
 
 def cifar_cnn(widths: list[int], act: Act, classes: int = 10) -> nn.Module:
     """A small fast CIFAR-10 net in the style of Keller Jordan's airbench (2x2 stem, three conv-pool-conv blocks,
-    BatchNorm, global max-pool), sized so that a 2-core CPU trains it to ~87% in under ten minutes."""
+    BatchNorm, global max-pool), sized so that a 2-core CPU trains it to ~87% in under ten minutes. widths: the
+    three blocks' channels, optionally followed by the stem's (default 24)."""
 
     def conv_bn(ci, co):
         return [nn.Conv2d(ci, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), act()]
@@ -261,8 +313,7 @@ def cifar_cnn(widths: list[int], act: Act, classes: int = 10) -> nn.Module:
     def block(ci, co):
         return nn.Sequential(*conv_bn(ci, co), nn.MaxPool2d(2), *conv_bn(co, co))
 
-    a, b, c = widths
-    stem = 24
+    a, b, c, stem = (*widths, 24) if len(widths) == 3 else widths
     return nn.Sequential(
         nn.Conv2d(3, stem, 2, padding=0), act(),
         block(stem, a), block(a, b), block(b, c),
@@ -295,7 +346,9 @@ def _swap_relu(module: nn.Module, act: Act) -> None:
 ARCHS: dict[str, list[int] | None] = {
     "mlp": [100, 100],
     "maxout": [240, 240],
+    "rbf": [],
     "mnist_cnn": [32, 64, 128],
+    "xiao_mnist": [32, 32, 64, 64, 20000],
     "cifar_cnn": [32, 64, 64],
     "resnet18": None,
     "resnet50": None,
@@ -316,20 +369,28 @@ def build(config: dict) -> Classifier:
         raise ValueError(f"unknown architecture '{arch}', expected one of {sorted(ARCHS)}")
     widths = config.get("widths")
     widths = list(ARCHS[arch] or []) if widths is None else list(widths)
-    if arch in ("mlp", "maxout"):
+    classes = config.get("classes", 10)
+    dropout = tuple(config.get("dropout") or (0.0, 0.0))
+    if arch in ("mlp", "maxout", "rbf"):
         c, h, w = INPUT_SHAPE[dataset]
-        body = mlp(c * h * w, widths, act) if arch == "mlp" else maxout_mlp(c * h * w, widths)
+        body = (mlp(c * h * w, widths, act, classes, dropout) if arch == "mlp" else
+                maxout_mlp(c * h * w, widths, classes=classes, dropout=dropout) if arch == "maxout" else
+                nn.Sequential(nn.Flatten(), RBF(c * h * w, classes)))
     elif arch == "mnist_cnn":
         _need(arch, widths, 3, dataset, "mnist")
         body = mnist_cnn(widths, act)
+    elif arch == "xiao_mnist":
+        _need(arch, widths, 5, dataset, "mnist")
+        body = xiao_mnist(widths, act)
     elif arch == "cifar_cnn":
-        _need(arch, widths, 3, dataset, "cifar10")
+        _need(arch, widths, 4 if len(widths) == 4 else 3, dataset, "cifar10")
         body = cifar_cnn(widths, act)
     else:
         _need(arch, widths, 0, dataset, "cifar10")
         body = resnet(int(arch.removeprefix("resnet")), act)
     saved = {"arch": arch, "activation": name, "widths": widths, "dataset": dataset}
-    return Classifier(body, dataset, saved | ({} if gamma is None else {"gamma": gamma}))
+    saved |= ({} if gamma is None else {"gamma": gamma}) | ({"classes": classes} if classes != 10 else {})
+    return Classifier(body, dataset, saved | ({"dropout": list(dropout)} if any(dropout) else {}))
 
 
 def _need(arch: str, widths: list[int], n: int, dataset: str, wanted: str) -> None:

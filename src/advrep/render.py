@@ -55,9 +55,15 @@ def pct(x: float | None, digits: int = 1) -> str:
     return "–" if x is None or x != x else f"{100 * x:.{digits}f}%"  # x != x: NaN
 
 
-def pm(mean: float, std: float, digits: int = 1) -> str:
-    """mean ± spread in percent."""
-    return f"{100 * mean:.{digits}f} ± {100 * std:.{digits}f}%"
+def ci(mean: float | None, half: float | None, signed: bool = False, digits: int = 1) -> str:
+    """A mean with the half-width of its 95% interval: '45.3% ± 1.2' for an accuracy, '+0.52 ± 0.81 pts' for a
+    difference (signed). A single value (no interval) prints alone."""
+    if mean is None or mean != mean:
+        return "–"
+    if signed:
+        text = f"{100 * mean:+.{digits + 1}f}"
+        return text + (f" ± {100 * half:.{digits + 1}f} pts" if half is not None and half == half else " pts")
+    return f"{100 * mean:.{digits}f}%" + (f" ± {100 * half:.{digits}f}" if half is not None and half == half else "")
 
 
 def table(rows: list[dict]) -> str:
@@ -73,3 +79,80 @@ def eps_label(e: float) -> str:
     """8/255-style labels for the usual CIFAR grid, plain numbers otherwise."""
     k = e * 255
     return f"{round(k)}/255" if 0 < e < 1 and abs(k - round(k)) < 1e-3 and round(k) <= 16 else f"{e:g}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Claims: the scoreboard's rows. Each experiment module's `claims(ctx)` returns its paper's headline claims.
+
+
+@dataclass
+class Claim:
+    """One headline claim of a paper, its published number, ours with its interval, and the computed verdict."""
+
+    paper: str  # "Szegedy et al. 2014"
+    claim: str  # a few words
+    published: float | None  # the paper's number (a fraction), from anchors.yaml
+    ours: float | None  # ours (a fraction); None: not run
+    lo: float | None = None  # our 95% interval
+    hi: float | None = None
+    n: str = ""  # what the interval is over: "n=1,000 images", "8 pairs"
+    null: float | None = None  # the value that means "no effect" (chance, the clean error, zero gain)
+    section: str = ""  # the report section's heading, for the link
+    profile: str = ""  # the profile the number comes from
+    signed: bool = False  # a difference (printed in points) rather than an accuracy
+    bound: str = ""  # "above" / "below": the paper claims only that the value lies beyond `published`
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.bound and self.ours is not None and self.ours == self.ours:
+            lo, hi = (self.ours if self.lo is None else self.lo), (self.ours if self.hi is None else self.hi)
+            beyond = lo > self.published if self.bound == "above" else hi < self.published
+            short = hi < self.published if self.bound == "above" else lo > self.published
+            return "reproduces" if beyond else "does not reproduce" if short else "not resolved"
+        return verdict(self.published, self.ours, self.lo, self.hi, self.null)
+
+
+def wilson(p: float | None, n: int) -> tuple[float | None, float | None]:
+    """The 95% Wilson interval of an accuracy p measured on n images."""
+    if p is None or p != p or not n:
+        return None, None
+    from .stats import binomial_ci
+
+    return binomial_ci(round(p * n), n)
+
+
+def diff_interval(p1: float, p2: float, n1: int, n2: int) -> tuple[float, float]:
+    """A normal 95% interval of p2 - p1 for two accuracies on independent sets of n1 and n2 images."""
+    half = 1.96 * (p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2) ** 0.5
+    return p2 - p1 - half, p2 - p1 + half
+
+
+def verdict(published, ours, lo, hi, null=None) -> str:
+    """reproduces: the published number lies in our interval and the interval excludes `null` (or there is none);
+    direction only: the interval excludes both, on the published number's side of `null`; not resolved: it holds
+    both; does not reproduce: otherwise; not run: no number of ours."""
+    if ours is None or ours != ours:
+        return "not run"
+    if published is None:
+        return "not resolved"
+    lo = ours if lo is None or lo != lo else lo
+    hi = ours if hi is None or hi != hi else hi
+    has_pub = lo <= published <= hi
+    has_null = null is not None and lo <= null <= hi
+    if has_pub and has_null:
+        return "not resolved"
+    if has_pub:
+        return "reproduces"
+    if null is not None and not has_null and (published - null) * (ours - null) > 0:
+        return "direction only"
+    return "does not reproduce"
+
+
+def anchor(heading: str) -> str:
+    """The GitHub-style link fragment of a markdown heading."""
+    import re
+
+    text = heading.lstrip("#").strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return "#" + text.replace(" ", "-")

@@ -24,12 +24,13 @@ def describe(fn, **spec):
     return fn
 
 
-def fgsm_objective(eps: float, alpha: float = 0.5):
+def fgsm_objective(eps: float, alpha: float = 0.5, label_smoothing: float = 0.0):
     """Goodfellow et al. 2015: J~ = alpha * J(x, y) + (1 - alpha) * J(x + eps sign(grad_x J), y)."""
     def objective(model, x, y):
         x_adv = A.fgsm(model, x, y, eps).x
-        return alpha * F.cross_entropy(model(x), y) + (1 - alpha) * F.cross_entropy(model(x_adv), y)
-    return describe(objective, kind="fgsm", eps=eps, alpha=alpha)
+        return (alpha * F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+                + (1 - alpha) * F.cross_entropy(model(x_adv), y, label_smoothing=label_smoothing))
+    return describe(objective, kind="fgsm", eps=eps, alpha=alpha, label_smoothing=label_smoothing)
 
 
 def _switch(model: nn.Module, on: bool | None):
@@ -37,7 +38,8 @@ def _switch(model: nn.Module, on: bool | None):
 
 
 def pgd_objective(threat: A.Threat, steps: int, step_size: float, random_start: bool = True,
-                  attacker_smooth: bool | None = None, optimizer_smooth: bool | None = None):
+                  attacker_smooth: bool | None = None, optimizer_smooth: bool | None = None,
+                  label_smoothing: float = 0.0):
     """Madry et al. 2018: J(x + delta*, y) with delta* from PGD; steps=1 with a random start is the single-step
     attacker of Wong et al. 2020 and Xie et al.'s SAT.
 
@@ -45,14 +47,16 @@ def pgd_objective(threat: A.Threat, steps: int, step_size: float, random_start: 
     gradient (inner maximisation) and the weights' gradient (outer minimisation) pass through ReLU's step or
     through parametric softplus's smooth derivative (Xie et al.'s ablation). None leaves the model as it is.
     The switch acts on the forward pass that records the graph, so it holds for the backward pass that follows.
+    label_smoothing: of the training loss on the adversarial examples (the attacker ascends plain cross-entropy).
     """
     def objective(model, x, y):
         with _switch(model, attacker_smooth):
             x_adv = A.pgd(model, x, y, threat, steps, step_size, random_start=random_start).x
         with _switch(model, optimizer_smooth):
-            return F.cross_entropy(model(x_adv), y)
+            return F.cross_entropy(model(x_adv), y, label_smoothing=label_smoothing)
     return describe(objective, kind="pgd", norm=threat.name, eps=threat.eps, steps=steps, step_size=step_size,
-                    random_start=random_start, attacker_smooth=attacker_smooth, optimizer_smooth=optimizer_smooth)
+                    random_start=random_start, attacker_smooth=attacker_smooth, optimizer_smooth=optimizer_smooth,
+                    label_smoothing=label_smoothing)
 
 
 def overfit_monitor(x: torch.Tensor, y: torch.Tensor, threat: A.Threat, steps: int, step_ratio: float = 2.5):

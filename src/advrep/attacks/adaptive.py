@@ -7,7 +7,7 @@ transferred attack is the loop run on a surrogate model.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -67,23 +67,43 @@ class GradientFree:
         grad ≈ mean_i [f(x + sigma u_i) - f(x - sigma u_i)] u_i / (2 sigma)
 
     It never calls backward, so masked or shattered gradients do not mislead it. Cost: `samples` forward passes
-    per step and example (samples counts both signs)."""
+    per step and example (samples counts both signs). `samples` is a count, or a schedule of (until_step, count)
+    pairs: Tramer et al. use 100 samples for steps 0-19, 1,000 for 20-39 and 20,000 from then on, refining the
+    estimate where the cheap one has not yet succeeded (the loop only calls the oracle on unbroken examples)."""
 
-    def __init__(self, model: nn.Module, sigma: float, samples: int, targeted: bool = False,
-                 chunk: int = 4096):
-        if sigma <= 0 or samples < 2:
+    def __init__(self, model: nn.Module, sigma: float, samples: int | Sequence[tuple[int, int]],
+                 targeted: bool = False, chunk: int = 4096):
+        schedule = [(10**9, samples)] if isinstance(samples, int) else [tuple(s) for s in samples]
+        if sigma <= 0 or any(c < 2 for _, c in schedule):
             raise ValueError(f"GradientFree: need sigma > 0 and samples >= 2, got sigma={sigma}, samples={samples}")
-        self.model, self.sigma, self.half, self.targeted, self.chunk = model, sigma, samples // 2, targeted, chunk
+        self.model, self.sigma, self.schedule, self.targeted, self.chunk = model, sigma, schedule, targeted, chunk
+        self.calls = 0  # one call per attack step
+
+    def samples(self, step: int) -> int:
+        return next((c for until, c in self.schedule if step < until), self.schedule[-1][1])
 
     @torch.no_grad()
     def __call__(self, x_adv, labels):
+        half = self.samples(self.calls) // 2
+        self.calls += 1
         n = len(x_adv)
-        u = torch.randn(self.half, *x_adv.shape, device=x_adv.device)
+        u = torch.randn(half, *x_adv.shape, device=x_adv.device)
         pts = torch.cat([x_adv + self.sigma * u, x_adv - self.sigma * u]).flatten(0, 1)  # [2h*n, ...]
-        lab = labels.repeat(2 * self.half)
+        lab = labels.repeat(2 * half)
         vals = torch.cat([objective(self.model(pts[i:i + self.chunk]), lab[i:i + self.chunk], "margin",
                                     self.targeted) for i in range(0, len(pts), self.chunk)])
-        vals = vals.view(2, self.half, n)
+        vals = vals.view(2, half, n)
         w = (vals[0] - vals[1]) / (2 * self.sigma)  # [h, n]
-        g = (w.view(self.half, n, *([1] * (x_adv.ndim - 1))) * u).mean(0)
+        g = (w.view(half, n, *([1] * (x_adv.ndim - 1))) * u).mean(0)
         return g, self.model(x_adv)
+
+
+def gradient_free(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat, steps: int, step_size: float,
+                  sigma: float, samples: Sequence[tuple[int, int]] = ((20, 100), (40, 1000), (100, 20000))):
+    """Tramer et al. 2020's gradient-free attack on k-WTA: `steps` signed steps of `step_size` along the
+    antithetic Gaussian estimate of the margin loss's gradient (sampling scale `sigma`), no random start, each
+    example frozen at its first success; the sample count grows with the step (their 100 -> 1,000 -> 20,000)."""
+    from .loop import pgd
+
+    return pgd(model, x, y, threat, steps, step_size, random_start=False, loss="margin", early_stop=True,
+               grad=GradientFree(model, sigma, samples))

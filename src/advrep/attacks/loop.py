@@ -116,9 +116,30 @@ class Result:
         return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in ("x", "success", "distortion", "logits")))
 
 
+class _Best:
+    """Per example, the strongest point seen so far: a success before a failure, then the higher objective."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x, self.ok = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        self.obj = torch.full((len(x),), float("-inf"), device=x.device)
+        self.logits: Optional[torch.Tensor] = None
+
+    def update(self, rows: torch.Tensor, xa: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, loss: str,
+               targeted: bool) -> None:
+        ok = succeeded(logits, labels, targeted)
+        obj = objective(logits, labels, loss, targeted).detach()
+        better = (ok & ~self.ok[rows]) | ((ok == self.ok[rows]) & (obj > self.obj[rows]))
+        r = rows[better]
+        self.x[r], self.ok[r], self.obj[r] = xa[better].detach(), ok[better], obj[better]
+        if self.logits is None:
+            self.logits = torch.zeros(len(self.x), logits.shape[1], device=logits.device)
+        self.logits[r] = logits[better].detach().float()
+
+
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, steps: int, step_size: float, *,
         target: Optional[torch.Tensor] = None, restarts: int = 1, random_start: bool = True, loss: str = "ce",
-        early_stop: bool = False, grad: Optional[GradFn] = None) -> Result:
+        early_stop: bool = False, grad: Optional[GradFn] = None, best: bool = False,
+        judge: Optional[nn.Module] = None) -> Result:
     """Projected gradient ascent on `objective` inside `threat`'s ball: the one attack loop.
 
     target: None for an untargeted attack (leave the label y), else the labels to reach.
@@ -127,31 +148,42 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, step
     early_stop: an example that succeeds is frozen there (cheaper; the perturbation stays small). Off, every
       example takes all `steps` steps (as Ilyas et al. do when building their datasets).
     grad: a gradient oracle (BPDA, EOT and gradient-free estimates plug in here); default: autograd on `model`.
+    best: return each example's strongest iterate over all steps (MadryLab's `use_best`), not the last one.
+    judge: the model whose outputs decide success, the best iterate and early stopping, when it is not the model
+      the gradients come from (a transfer attack: gradients of a surrogate, success on the target).
     """
     if steps < 1 or restarts < 1:
         raise ValueError(f"steps and restarts must be >= 1, got steps={steps}, restarts={restarts}")
     targeted = target is not None
     labels = (target if targeted else y).to(x.device)
-    with eval_mode(model), fast_layout(model, x.detach()) as x:
+    judged = contextlib.nullcontext() if judge is None else eval_mode(judge)
+    with eval_mode(model), judged, fast_layout(model, x.detach()) as x:
         oracle = grad or autograd_oracle(model, loss, targeted)
-        best_x, best_ok = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        best_obj = torch.full((len(x),), float("-inf"), device=x.device)
-        best_logits = None
+        final = model if judge is None else judge
+
+        def judge_at(xa):
+            if judge is None:
+                return None
+            with torch.no_grad():
+                return judge(xa)
+
+        out = _Best(x)
         todo = torch.arange(len(x), device=x.device)
         for _ in range(restarts):
             xs, ls = x[todo], labels[todo]
             xa = threat.random_start(xs) if random_start else xs.clone()
+            run = _Best(xs) if best else None
             live = None  # None: every row is still updated (no indexing cost); else the rows still updated
             for _ in range(steps):
-                if live is None:
-                    g, logits = oracle(xa, ls)
-                    if early_stop:
-                        live = (~succeeded(logits, ls, targeted)).nonzero().squeeze(1)
-                        g = g[live]
-                else:
-                    g, logits = oracle(xa[live], ls[live])
-                    keep = ~succeeded(logits, ls[live], targeted)
-                    live, g = live[keep], g[keep]
+                rows = torch.arange(len(xs), device=x.device) if live is None else live
+                g, logits = oracle(xa, ls) if live is None else oracle(xa[live], ls[live])
+                seen = judge_at(xa if live is None else xa[live])
+                logits = logits if seen is None else seen
+                if run is not None:
+                    run.update(rows, xa if live is None else xa[live], logits, ls[rows], loss, targeted)
+                if early_stop:
+                    keep = ~succeeded(logits, ls[rows], targeted)
+                    live, g = rows[keep], g[keep]
                 if live is None:
                     xa = threat.project(xa + step_size * threat.ascent(g), xs)
                 elif len(live):
@@ -159,19 +191,15 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, step
                 else:
                     break
             with torch.no_grad():
-                logits = model(xa)
-            ok = succeeded(logits, ls, targeted)
-            obj = objective(logits, ls, loss, targeted)
-            better = (ok & ~best_ok[todo]) | ((ok == best_ok[todo]) & (obj > best_obj[todo]))
-            rows = todo[better]
-            best_x[rows], best_ok[rows], best_obj[rows] = xa[better], ok[better], obj[better]
-            if best_logits is None:
-                best_logits = torch.zeros(len(x), logits.shape[1], device=x.device)
-            best_logits[rows] = logits[better]
-            todo = todo[~best_ok[todo]]
+                logits = final(xa)
+            if run is not None:
+                run.update(torch.arange(len(xs), device=x.device), xa, logits, ls, loss, targeted)
+                xa, logits = run.x, run.logits
+            out.update(todo, xa, logits, ls, loss, targeted)
+            todo = todo[~out.ok[todo]]
             if len(todo) == 0:
                 break
-    return Result(best_x, best_ok, threat.norm(best_x - x), best_logits)
+    return Result(out.x, out.ok, threat.norm(out.x - x), out.logits)
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, target: Optional[torch.Tensor] = None,

@@ -1,33 +1,40 @@
 """Non-robust features (Ilyas et al. 2019) on CIFAR-10: the relabelled, perturbed training sets (nrf_generate) and the
-models retrained on them (nrf_train). Schemas, computation, both runs and the report section.
+models retrained on them, tested on the original test set (nrf_train). Schemas, computation, runs, report section.
 
-Each training image is relabelled t and pushed by a small targeted L2 PGD perturbation towards t against a source
-model, so that only the perturbation (a "non-robust feature") agrees with the new label. D_det uses
-t = (y + 1) mod 10, D_rand a seeded draw over the other nine classes. A set is stored as the perturbation itself
-(float16: an L2 eps of 0.5 spreads ~0.009 per pixel, which uint8 would round away and float16 keeps to ~1e-5), with
-the canonical indices of the source images, the new and the original labels; `load` adds the perturbation back to
-the verified raw images. Generation is chunked and resumable: finished chunks are kept on disk under a key of
-everything that defines them, and a restarted run skips them.
+Each training image x of class y gets a new label t and a small targeted L2 PGD perturbation towards t against a
+source model, so that only the perturbation (a "non-robust feature") agrees with t. D_det uses t = (y + 1) mod 10;
+D_rand draws t uniformly from all ten classes (seeded), so the image's robust features carry no information about
+t; D_other (t uniform over the nine others) is a labelled variant, not the paper's set. The attack is the paper's:
+targeted L2 PGD with normalised steps, no random start, every step taken, and each example's best iterate (the
+lowest loss towards t, the authors' library default) kept. If a model trained on (x + delta, t) classifies the
+*original* test set well, the perturbations carried features that generalise.
+
+A set is stored as the perturbation itself (float16: an L2 eps of 0.5 spreads ~0.009 per pixel, which uint8 would
+round away), with the canonical indices of the source images and the new and original labels; `load` adds it back
+to the verified raw images. Generation is chunked under a key of everything that defines a chunk (the source
+model's weights, the images, the targets, the attack's params and code); a stopped run resumes from the finished
+chunks, which are removed once the stage succeeds.
+
+Controls: the same images and new labels without the perturbation (only the perturbation can carry the signal, so
+this must stay at or below chance), both sets built from an adversarially trained source (Table 9), and an eps
+sweep showing where the non-robust signal emerges at this scale.
 """
 from __future__ import annotations
 
-import hashlib
+import math
 import time
 from pathlib import Path
-from typing import Optional, TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Optional
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 from pydantic import Field, field_validator, model_validator
-from tqdm import tqdm
 
-from .. import attacks, data, models, store, train
-from ..config import ModelConfig, OptimConfig, Stage, TrainConfig, distinct_seeds
-from ..data import Split
-from ..figures import example_grid
-from ..store import save_npz
+from .. import attacks, data, models, stats, store, sweep, train
+from ..config import ModelConfig, OptimConfig, Stage, Strict, TrainConfig, distinct_seeds, within
+from ..data import SIZES, DataError, Split
 
 if TYPE_CHECKING:  # the report's plumbing is imported where a section runs, not by the stage
     from ..render import Context
@@ -35,42 +42,78 @@ if TYPE_CHECKING:  # the report's plumbing is imported where a section runs, not
 log = store.logger("nonrobust")
 SETS = Path("data/nrf")  # nrf_generate's outputs, nrf_train's inputs
 RETRAINED = Path("data/nrf_train")
+KINDS = {"det": "D_det", "rand": "D_rand", "other": "D_other"}
+
+
+class Sweep(Strict):
+    eps: list[float] = Field(default_factory=list)  # further L2 eps (the paper's eps is the headline); [] = none
+    train_limit: Optional[int] = Field(None, gt=0)  # its images (the first N of the headline's subset); null: same
 
 
 class GenerateParams(Stage):
-    """Ilyas et al. 2019, step 1: the non-robust datasets D_det and D_rand by targeted L2 PGD on a source model."""
+    """Ilyas et al. 2019, step 1: the non-robust datasets by targeted L2 PGD on a source model."""
 
     source: str = "data/models/train_cifar"  # the clean source model (a directory written by models.save)
     robust_source: Optional[str] = None  # an adversarially trained model for the Table 9 control; null = skip
     train_limit: Optional[int] = Field(None, gt=0)  # seeded subset of the 50,000 training images; null = all
-    eps: float = Field(0.5, gt=0)  # L2, pixels in [0, 1]
-    step: float = Field(0.1, gt=0)  # normalised L2 step
+    sets: list[Literal["det", "rand", "other"]] = ["det", "rand"]
+    eps: float = Field(0.5, gt=0)  # L2, pixels in [0, 1] (Table 6)
+    step: float = Field(0.1, gt=0)  # normalised L2 step at `eps`; the sweep keeps the ratio step / eps
     steps: int = Field(100, gt=0)
-    paper_eps: Optional[float] = Field(None, gt=0)  # also build D_det at this eps (step scaled alike); null = skip
+    sweep: Sweep = Sweep()
     batch_size: int = Field(500, gt=0)
-    chunk: int = Field(5000, gt=0)  # images per saved chunk: a stopped generation resumes from the last chunk
+    chunk: int = Field(5000, gt=0)  # images per resumable chunk
+    amp: bool = False  # bf16 autocast for the source model's passes where the device has native bf16 (the attack
+    #   then runs ~1.9x faster on this CPU; its share of images reaching t is recorded either way)
+
+    @model_validator(mode="after")
+    def _check(self):
+        within(self.train_limit, SIZES["cifar10"][0], "CIFAR-10 training images", "train_limit")
+        within(self.sweep.train_limit, self.train_limit or SIZES["cifar10"][0], "images of the headline subset",
+               "sweep.train_limit")
+        if len(set(self.sets)) != len(self.sets) or not self.sets:
+            raise ValueError(f"sets: expected distinct kinds, got {self.sets}")
+        if self.eps in self.sweep.eps or len(set(self.sweep.eps)) != len(self.sweep.eps):
+            raise ValueError(f"sweep.eps {self.sweep.eps} must be distinct and not repeat eps {self.eps}")
+        return self
+
+
+class Recipe(Strict):
+    """How a model is retrained on one kind of set (Table 3: D_det without augmentation at LR 0.1, D_rand with
+    augmentation at LR 0.01)."""
+
+    train: TrainConfig
+    optim: OptimConfig
+
+    @model_validator(mode="after")
+    def _milestones_inside(self):
+        if any(m >= self.train.epochs for m in self.optim.milestones):
+            raise ValueError(f"optim.milestones {self.optim.milestones} must lie below train.epochs")
+        return self
 
 
 class TrainParams(Stage):
-    """Ilyas et al. 2019, step 2: fresh models trained on the non-robust datasets, tested on the original test set."""
+    """Ilyas et al. 2019, step 2: fresh models trained on the non-robust sets, tested on the original test set."""
 
-    seeds: list[int]
+    seeds: list[int]  # the headline sets are retrained once per seed
+    control_seeds: int = Field(1, gt=0)  # the first N seeds retrain the controls and robust-source sets
+    sweep_seeds: int = Field(1, gt=0)  # the first N seeds retrain the sweep's sets
     model: ModelConfig
-    det: TrainConfig  # D_det: no augmentation (Table 3)
-    det_optim: OptimConfig  # D_det: LR 0.1
-    rand: TrainConfig  # D_rand: augmentation
-    rand_optim: OptimConfig  # D_rand: LR 0.01
-    controls: bool = True  # no-perturbation control, and D_det from the robust source (when generated)
+    det: Recipe  # D_det (and D_other)
+    rand: Recipe  # D_rand
+    controls: bool = True  # no-perturbation controls
+    curve_n: int = Field(2000, gt=0)  # test images behind the per-epoch curves (the full test set at the end)
     test_limit: Optional[int] = Field(None, gt=0)
+    executor: sweep.Executor = sweep.Executor()
 
     _seeds = field_validator("seeds")(distinct_seeds)
 
     @model_validator(mode="after")
-    def _milestones_inside(self):
-        for name in ("det", "rand"):
-            t, o = getattr(self, name), getattr(self, f"{name}_optim")
-            if any(m >= t.epochs for m in o.milestones):
-                raise ValueError(f"{name}_optim.milestones {o.milestones} must lie below {name}.epochs={t.epochs}")
+    def _check(self):
+        within(self.test_limit, SIZES["cifar10"][1], "CIFAR-10 test images", "test_limit")
+        within(self.curve_n, self.test_limit or SIZES["cifar10"][1], "test images", "curve_n")
+        within(self.control_seeds, len(self.seeds), "seeds", "control_seeds")
+        within(self.sweep_seeds, len(self.seeds), "seeds", "sweep_seeds")
         return self
 
 
@@ -82,53 +125,51 @@ SECTIONS = {"nrf_generate": GenerateParams, "nrf_train": TrainParams}
 
 
 def targets(y: torch.Tensor, mode: str, seed: int = 0) -> torch.Tensor:
-    """New labels: 'det' is (y + 1) mod 10; 'rand' is uniform over the nine classes other than y (seeded)."""
+    """New labels: 'det' is (y + 1) mod 10; 'rand' uniform over all ten classes (t may equal y); 'other' uniform
+    over the nine classes other than y (D_other). Seeded."""
     if mode == "det":
         return (y + 1) % 10
     if mode == "rand":
+        return torch.randint(0, 10, y.shape, generator=torch.Generator().manual_seed(seed)).to(y.device)
+    if mode == "other":
         return data.other_labels(y, seed)
-    raise ValueError(f"unknown relabelling '{mode}', expected 'det' or 'rand'")
+    raise ValueError(f"unknown relabelling '{mode}', expected one of {sorted(KINDS)}")
 
 
 def generate(model: nn.Module, images: Split, target: torch.Tensor, threat: attacks.Threat, steps: int, step: float,
-             batch_size: int, workdir: Path, chunk: int, key: str, device: torch.device,
-             desc: str = "generate") -> tuple[torch.Tensor, torch.Tensor]:
-    """Targeted PGD towards `target` for every image (all steps, no early stop: Ilyas et al.'s setting, which
-    keeps strengthening the target's features after the label flips). Returns (delta as float32, success), where
-    success says whether the source model classifies x + delta as the target.
+             batch_size: int, resume: store.Resume, chunk: int, key: str, device: torch.device,
+             desc: str = "generate", amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targeted L2 PGD towards `target` for every image: every step taken, no random start, each example's best
+    iterate kept (Ilyas et al. / MadryLab's `use_best`). Returns (delta as float32, success), success saying
+    whether the source model classifies x + delta as the target. Each chunk of `chunk` images is kept in `resume`
+    under `key` and its range as it finishes, and loaded instead of recomputed when the key matches."""
+    from tqdm import tqdm
 
-    Chunks of `chunk` images are written to `workdir` as they finish; a chunk whose stored key matches is loaded
-    instead of recomputed, so a stopped run continues where it stopped.
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
     deltas, oks = [], []
     n_chunks = (len(images) + chunk - 1) // chunk
     bar = tqdm(total=len(images), desc=desc, leave=False, disable=None, mininterval=2.0)
     for c in range(n_chunks):
         lo, hi = c * chunk, min((c + 1) * chunk, len(images))
-        path = workdir / f"chunk{c:04d}.npz"
-        ck = hashlib.sha256(f"{key}:{lo}:{hi}".encode()).hexdigest()[:16]
-        if path.is_file():
-            with np.load(path) as z:
-                if str(z["key"]) == ck:
-                    deltas.append(torch.from_numpy(z["delta"].astype(np.float32)))
-                    oks.append(torch.from_numpy(z["success"]))
-                    bar.update(hi - lo)
-                    continue
-        part_d, part_ok = [], []
-        for i in range(lo, hi, batch_size):
-            j = min(i + batch_size, hi)
-            x = images.x[i:j].to(device)
-            r = attacks.pgd(model, x, images.y[i:j].to(device), threat, steps, step, target=target[i:j].to(device),
-                      random_start=False)
-            part_d.append((r.x - x).cpu())
-            part_ok.append(r.success.cpu())
-            bar.update(j - i)
-        d, ok = torch.cat(part_d), torch.cat(part_ok)
-        save_npz(path, key=np.array(ck), delta=d.numpy().astype(np.float16), success=ok.numpy())
-        deltas.append(d.half().float())  # what a resumed run would load: identical results either way
-        oks.append(ok)
-        log.info(f"{desc}: chunk {c + 1}/{n_chunks} done, success {ok.float().mean():.3f}")
+        ck = store.key(key, lo, hi)
+        got = resume.get(ck)
+        if got is None:
+            part_d, part_ok = [], []
+            for i in range(lo, hi, batch_size):
+                j = min(i + batch_size, hi)
+                x = images.x[i:j].to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    r = attacks.pgd(model, x, images.y[i:j].to(device), threat, steps, step,
+                                    target=target[i:j].to(device), random_start=False, best=True)
+                part_d.append((r.x - x).cpu())
+                part_ok.append(r.success.cpu())
+                bar.update(j - i)
+            # stored (and returned) as float16, so a resumed run and an uninterrupted one give the same sets
+            got = resume.put(ck, {"delta": torch.cat(part_d).half(), "success": torch.cat(part_ok)})
+            log.info(f"{desc}: chunk {c + 1}/{n_chunks} done, success {got['success'].float().mean():.3f}")
+        else:
+            bar.update(hi - lo)
+        deltas.append(got["delta"].float())
+        oks.append(got["success"])
     bar.close()
     return torch.cat(deltas), torch.cat(oks)
 
@@ -136,22 +177,26 @@ def generate(model: nn.Module, images: Split, target: torch.Tensor, threat: atta
 def save(path: Path, index: torch.Tensor, label: torch.Tensor, orig_label: torch.Tensor, delta: torch.Tensor,
          success: torch.Tensor) -> None:
     """One non-robust dataset as an npz: canonical indices, new labels, original labels, float16 perturbations."""
-    save_npz(path, index=index.numpy(), label=label.numpy(), orig_label=orig_label.numpy(),
-             delta=delta.numpy().astype(np.float16), success=success.numpy())
+    store.save_npz(path, index=index.numpy(), label=label.numpy(), orig_label=orig_label.numpy(),
+                   delta=delta.numpy().astype(np.float16), success=success.numpy())
 
 
 def load(path: Path, source: Split, perturbed: bool = True) -> Split:
     """The images of a stored dataset (source: the verified training split it indexes) with the new labels.
     perturbed=False gives the no-perturbation control: the same images and new labels, without the delta."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (run the nrf_generate stage)")
-    with np.load(path) as z:
-        index, label = torch.from_numpy(z["index"]), torch.from_numpy(z["label"])
-        delta = torch.from_numpy(z["delta"].astype(np.float32))
+        raise DataError(f"{path}: not found (run the nrf_generate stage: dvc repro nrf_generate)")
+    try:
+        with np.load(path) as z:
+            index, label = torch.from_numpy(z["index"]), torch.from_numpy(z["label"]).long()
+            delta = torch.from_numpy(z["delta"].astype(np.float32))
+    except Exception as e:
+        raise DataError(f"{path}: damaged or not a set written by nrf_generate ({type(e).__name__}: {e}); delete "
+                        "it and run `dvc repro nrf_generate`") from None
     pos = {int(i): k for k, i in enumerate(source.index.tolist())}
     missing = [int(i) for i in index[:5] if int(i) not in pos]
     if missing:
-        raise ValueError(f"{path}: indexes training images {missing} not in the given split")
+        raise DataError(f"{path}: indexes training images {missing} not in the given split")
     x = source.x[torch.tensor([pos[int(i)] for i in index])]
     if perturbed:
         x = (x + delta).clamp_(0, 1)
@@ -159,116 +204,198 @@ def load(path: Path, source: Split, perturbed: bool = True) -> Split:
 
 
 def summary(delta: torch.Tensor, success: torch.Tensor) -> dict:
-    """Attack success rate and the distortion actually used (L2, and per-pixel RMS in 1/255 units)."""
+    """Attack success rate (the source classifies x + delta as t) and the distortion actually used."""
     l2 = delta.flatten(1).norm(dim=1)
     return {"n": len(delta), "success_rate": success.float().mean().item(), "l2_mean": l2.mean().item(),
-            "l2_max": l2.max().item(), "rms_per_pixel_255": (delta.pow(2).mean().sqrt() * 255).item()}
+            "l2_max": l2.max().item()}
+
+
+def file_hash(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def plan(cfg: GenerateParams) -> list[dict]:
+    """Every set to build: its name (file stem), kind, source, eps, step and image count."""
+    out = [{"name": k, "kind": k, "source": cfg.source, "eps": cfg.eps, "group": "headline"} for k in cfg.sets]
+    if cfg.robust_source is not None:
+        out += [{"name": f"{k}_robust", "kind": k, "source": cfg.robust_source, "eps": cfg.eps, "group": "robust"}
+                for k in cfg.sets]
+    out += [{"name": f"{k}_eps{e:g}", "kind": k, "source": cfg.source, "eps": e, "group": "sweep"}
+            for e in cfg.sweep.eps for k in cfg.sets if k in ("det", "rand")]
+    for s in out:
+        s["step"] = cfg.step * s["eps"] / cfg.eps
+        s["n"] = cfg.sweep.train_limit if s["group"] == "sweep" and cfg.sweep.train_limit else None
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Runs
 
 
-def fingerprint(model_dir: str) -> str:
-    return hashlib.sha256((Path(model_dir) / "model.pt").read_bytes()).hexdigest()[:16]
-
-
 def run_generate(section: str, cfg: GenerateParams) -> None:
-    """nrf_generate: Ilyas et al.'s non-robust training sets. Each training image (a seeded subset, if the params
-    ask for one) is pushed by targeted L2 PGD towards a new label against the clean source model: D_det with
-    t = (y + 1) mod 10, D_rand with t drawn from the other classes. With a robust source configured, D_det is also
-    built from it (Table 9); with `paper_eps` set, D_det is also built at that eps. Outputs: data/nrf/*.npz,
-    reports/metrics/nrf_generate.json, reports/figures/nrf_examples.png; stopped runs resume from the finished
-    chunks under data/checkpoints/nrf/."""
+    """nrf_generate: build every set of `plan`; write data/nrf/<name>.npz, reports/metrics/nrf_generate.json,
+    reports/figures/nrf_examples.png."""
+    from ..figures import example_grid
+
     t0 = time.time()
     device = train.pick_device(cfg.device)
     if device.type == "cpu":
         train.tune_cpu_allocator()
     trainset = data.subset(data.load(Path("data/raw/cifar10.npz"), "train"), cfg.train_limit, cfg.seed)
-    which = hashlib.sha256(trainset.index.numpy().tobytes()).hexdigest()[:16]
-    # name: (source model, relabelling, eps, step)
-    sources = {"det": (cfg.source, "det", cfg.eps, cfg.step), "rand": (cfg.source, "rand", cfg.eps, cfg.step)}
-    if cfg.robust_source is not None:
-        sources["det_robust"] = (cfg.robust_source, "det", cfg.eps, cfg.step)
-    if cfg.paper_eps is not None:
-        sources["det_paper_eps"] = (cfg.source, "det", cfg.paper_eps, cfg.step * cfg.paper_eps / cfg.eps)
-    metrics = {}
-    for name, (src_dir, mode, eps, step) in sources.items():
-        src = models.load(src_dir, device)
-        target = targets(trainset.y, mode, cfg.seed)
-        key = store.key(fingerprint(src_dir), which, mode, cfg.seed, eps, step, cfg.steps)
-        log.info(f"{name}: targeted L2 PGD (eps {eps:g}, {cfg.steps} steps of {step:g}) on {len(trainset)} "
-                 f"images against {src_dir}")
+    images = store.tensor_hash(trainset.x, trainset.y)
+    code = store.code_hash("advrep.attacks", "advrep.experiments.nonrobust")
+    resume = store.Resume("nrf_generate")
+    metrics, sources = {}, {}
+    for s in plan(cfg):
+        if s["source"] not in sources:
+            sources[s["source"]] = (models.load(s["source"], device), file_hash(Path(s["source"]) / "model.pt"))
+        src, src_hash = sources[s["source"]]
+        part = trainset if s["n"] is None else Split(trainset.x[:s["n"]], trainset.y[:s["n"]], trainset.index[:s["n"]])
+        target = targets(part.y, s["kind"], cfg.seed)
+        amp = cfg.amp and train.bf16_native(device)
+        key = store.key("nrf", src_hash, images, len(part), store.tensor_hash(target), s["eps"], s["step"],
+                        cfg.steps, amp, code)
+        log.info(f"{s['name']}: targeted L2 PGD (eps {s['eps']:g}, {cfg.steps} steps of {s['step']:g}, best "
+                 f"iterate) towards {KINDS[s['kind']]} labels on {len(part)} images against {s['source']}")
         t = time.time()
-        delta, ok = generate(src, trainset, target, attacks.L2(eps), cfg.steps, step, cfg.batch_size,
-                                       Path("data/checkpoints/nrf") / name, cfg.chunk, key, device, desc=name)
-        save(SETS / f"{name}.npz", trainset.index, target, trainset.y, delta, ok)
-        metrics[name] = {**summary(delta, ok), "eps": eps, "source": src_dir,
-                         "seconds": round(time.time() - t, 1)}
-        log.info(f"{name}: success {metrics[name]['success_rate']:.3f}, mean L2 {metrics[name]['l2_mean']:.3f} "
-                 f"({metrics[name]['seconds']:.0f}s)")
-        if name == "det":
-            x = trainset.x[:8]
-            example_grid(x, (x + delta[:8]).clamp(0, 1), trainset.y[:8], target[:8], src,
+        delta, ok = generate(src, part, target, attacks.L2(s["eps"]), cfg.steps, s["step"], cfg.batch_size, resume,
+                             cfg.chunk, key, device, desc=s["name"], amp=amp)
+        save(SETS / f"{s['name']}.npz", part.index, target, part.y, delta, ok)
+        metrics[s["name"]] = {**summary(delta, ok), "eps": s["eps"], "kind": s["kind"], "group": s["group"],
+                              "seconds": round(time.time() - t, 1)}
+        log.info(f"{s['name']}: {100 * metrics[s['name']]['success_rate']:.1f}% classified as t by the source, "
+                 f"mean L2 {metrics[s['name']]['l2_mean']:.3f} ({metrics[s['name']]['seconds']:.0f}s)")
+        if s["name"] == cfg.sets[0]:
+            src_model = sources[cfg.source][0]
+            x = part.x[:8]
+            example_grid(x, (x + delta[:8]).clamp(0, 1), part.y[:8], target[:8], src_model,
                          "reports/figures/nrf_examples.png",
-                         "D_det: originals (label -> source's prediction), non-robust versions (t = new label)",
-                         classes=data.CLASSES["cifar10"])
+                         f"{KINDS[s['kind']]}: originals (label -> source's prediction), non-robust versions "
+                         f"(t = new label), L2 eps {s['eps']:g}", classes=data.CLASSES["cifar10"])
     store.publish("nrf_generate", cfg, t0, str(device), metrics=metrics, out=SETS, record_metrics=True)
+    resume.clear()
+
+
+def retrain_plan(gen: dict, cfg: TrainParams) -> list[dict]:
+    """The retraining runs: (row name, set file, kind, perturbed, group, eps, seeds), from nrf_generate's run."""
+    out = []
+    for name, g in gen.items():
+        label = KINDS[g["kind"]]
+        group = g["group"]
+        row = {"headline": label, "robust": f"{label} from robust source", "sweep": f"{label} at eps {g['eps']:g}"}
+        seeds = {"headline": cfg.seeds, "robust": cfg.seeds[:cfg.control_seeds],
+                 "sweep": cfg.seeds[:cfg.sweep_seeds]}[group]
+        out.append({"set": row[group], "file": name, "kind": g["kind"], "perturbed": True, "group": group,
+                    "eps": g["eps"], "seeds": list(seeds)})
+        if group == "headline" and cfg.controls:
+            out.append({"set": f"{label} without perturbation", "file": name, "kind": g["kind"], "perturbed": False,
+                        "group": "control", "eps": 0.0, "seeds": list(cfg.seeds[:cfg.control_seeds])})
+    return out
+
+
+def _test_sets(cfg: TrainParams):
+    raw = Path("data/raw/cifar10.npz")
+    test = data.load(raw, "test", limit=cfg.test_limit)
+    curve = Split(test.x[:cfg.curve_n], test.y[:cfg.curve_n], test.index[:cfg.curve_n])
+    return data.load(raw, "train"), test, curve
+
+
+def retrain(cfg: TrainParams, run_: dict, seed: int) -> dict:
+    """One retraining: a fresh model on one set, tested on the original test set and on (y + 1) mod 10."""
+    device = train.pick_device(cfg.device)
+    source, test, curve = _test_sets(cfg)
+    ds = load(SETS / f"{run_['file']}.npz", source, run_["perturbed"])
+    recipe = cfg.det if run_["kind"] in ("det", "other") else cfg.rand
+    model, history = train.train_model(cfg.model.spec("cifar10"), ds, curve, recipe.train, recipe.optim, seed, device,
+                                       Path("data/checkpoints") / f"nrf_{run_['file']}_{run_['perturbed']}_{seed}.pt",
+                                       desc=f"{run_['set']} seed {seed}")
+    shifted = Split(test.x, (test.y + 1) % 10, test.index)  # what a model of the robust features alone predicts
+    ev = train.evaluate(model, test, recipe.train.eval_batch_size, device)
+    return {"state": {k: v.cpu() for k, v in model.state_dict().items()}, "history": history,
+            "test_acc": ev["acc"], "test_acc_shifted": train.evaluate(model, shifted, recipe.train.eval_batch_size,
+                                                                      device)["acc"],
+            "train_acc": train.evaluate(model, ds, recipe.train.eval_batch_size, device)["acc"],
+            "train_loss": history[-1]["train_loss"]}
 
 
 def run_train(section: str, cfg: TrainParams) -> None:
-    """nrf_train: a freshly initialised model trained on each non-robust set, once per seed, tested on the original
-    CIFAR-10 test set (and, for the D_det-style sets, on the test set relabelled with (y + 1) mod 10). Controls:
-    the D_det images with their new labels but without the perturbation, and D_det built from the robust source.
-    Outputs: data/nrf_train/, reports/metrics/nrf_train.json, reports/tables/nrf_train.csv,
-    reports/plots/nrf_curves.csv (accuracy on the first 2,000 test images after each epoch)."""
+    """nrf_train: every run of `retrain_plan`, once per seed; metrics as means with 95% intervals over seeds."""
     t0 = time.time()
     device = train.pick_device(cfg.device)
-    raw = Path("data/raw/cifar10.npz")
-    source = data.load(raw, "train")
-    test = data.load(raw, "test", limit=cfg.test_limit)
-    shifted = data.Split(test.x, (test.y + 1) % 10, test.index)  # what a model of the robust features predicts
-    curve = data.Split(test.x[:2000], test.y[:2000], test.index[:2000])  # per-epoch curves: a cheaper subset
-    # name: (file, perturbed, train config, optimizer, seeds)
-    every, one = cfg.seeds, cfg.seeds[:1]  # side checks run once: enough to see whether they carry any signal
-    sets = {"D_det": ("det", True, cfg.det, cfg.det_optim, every),
-            "D_rand": ("rand", True, cfg.rand, cfg.rand_optim, every)}
-    if cfg.controls:
-        sets["D_det without perturbation"] = ("det", False, cfg.det, cfg.det_optim, every)
-        if (SETS / "det_robust.npz").is_file():
-            sets["D_det from robust source"] = ("det_robust", True, cfg.det, cfg.det_optim, every)
-        # is D_rand's recipe (augmentation, a 10x lower LR) what hides its signal at this scale?
-        sets["D_rand with D_det's recipe"] = ("rand", True, cfg.det, cfg.det_optim, one)
-    if (SETS / "det_paper_eps.npz").is_file():
-        sets["D_det at the paper's eps"] = ("det_paper_eps", True, cfg.det, cfg.det_optim, one)
+    gen_path = Path("reports/metrics/nrf_generate.json")
+    if not gen_path.is_file():
+        raise DataError(f"{gen_path}: not found (run the nrf_generate stage first)")
+    gen = store.load_json(gen_path)
+    code = store.code_hash("advrep.train", "advrep.models", "advrep.experiments.nonrobust", "advrep.data")
+    defining = cfg.model_dump(exclude={"executor", "seeds", "control_seeds", "sweep_seeds", "controls"})
+    runs, units, meta = retrain_plan(gen, cfg), [], []
+    for r in runs:
+        fh = file_hash(SETS / f"{r['file']}.npz") if (SETS / f"{r['file']}.npz").is_file() else "missing"
+        for seed in r["seeds"]:
+            units.append(sweep.Unit(store.key("nrf_train", defining, fh, r["perturbed"], r["kind"], seed, str(device),
+                                              code), retrain, (cfg, r, seed), name=f"{r['set']} seed {seed}"))
+            meta.append((r, seed))
+    log.info(f"nrf_train: {len(units)} retrainings of `{cfg.model.arch}` on {len(runs)} sets")
+    results = sweep.run("nrf_train", units, cfg.executor)
     rows, curves = [], []
-    for name, (file, perturbed, tcfg, ocfg, seeds) in sets.items():
-        ds = load(SETS / f"{file}.npz", source, perturbed)
-        slug = name.replace(" ", "_").replace("'", "")
-        for seed in seeds:
-            log.info(f"{name} seed {seed}: training {cfg.model.arch} on {len(ds)} images, {tcfg.epochs} epochs")
-            t = time.time()
-            model, history = train.train_model(
-                cfg.model.spec("cifar10"), ds, curve, tcfg, ocfg, seed, device,
-                Path("data/checkpoints") / f"nrf_{slug}_{seed}.pt", desc=f"{name} seed {seed}")
-            last = history[-1] | {
-                "test_acc": train.evaluate(model, test, tcfg.eval_batch_size, device)["acc"],
-                "test_acc_shifted": train.evaluate(model, shifted, tcfg.eval_batch_size, device)["acc"]}
-            models.save(model, RETRAINED / slug / f"seed{seed}")
-            rows.append({"set": name, "seed": seed, "train_size": len(ds), "test_acc": last["test_acc"],
-                         "test_acc_shifted": last["test_acc_shifted"], "train_loss": last["train_loss"],
-                         "seconds": time.time() - t})
-            curves += [{"set": name, "seed": seed, **h} for h in history]
-            log.info(f"{name} seed {seed}: original test accuracy {last['test_acc']:.4f}, on (y+1) mod 10 "
-                     f"{last['test_acc_shifted']:.4f} ({rows[-1]['seconds']:.0f}s)")
+    for (r, seed), res in zip(meta, results):
+        model = models.build(cfg.model.spec("cifar10"))
+        model.load_state_dict(res["state"])
+        models.save(model, RETRAINED / r["set"].replace(" ", "_").replace("'", "") / f"seed{seed}")
+        rows.append({"set": r["set"], "kind": r["kind"], "group": r["group"], "eps": r["eps"], "seed": seed,
+                     "train_size": int(gen[r["file"]]["n"]), "test_acc": res["test_acc"],
+                     "test_acc_shifted": res["test_acc_shifted"], "train_acc": res["train_acc"],
+                     "train_loss": res["train_loss"]})
+        curves += [{"set": r["set"], "seed": seed, **h} for h in res["history"]]
+        log.info(f"{r['set']} seed {seed}: original test accuracy {res['test_acc']:.4f}, on (y+1) mod 10 "
+                 f"{res['test_acc_shifted']:.4f}, train accuracy {res['train_acc']:.4f}")
     table = pd.DataFrame(rows)
-    metrics = {}
-    for name, g in table.groupby("set", sort=False):
-        metrics[name] = {"test_acc_mean": round(g["test_acc"].mean(), 4),
-                         "test_acc_std": round(g["test_acc"].std(ddof=1), 4) if len(g) > 1 else 0.0,
-                         "test_acc_shifted_mean": round(g["test_acc_shifted"].mean(), 4), "seeds": len(g)}
+    n_test = cfg.test_limit or SIZES["cifar10"][1]
+    metrics = summarise(table, gen, n_test)
     store.publish("nrf_train", cfg, t0, str(device), metrics=metrics, tables={"nrf_train": table},
                   plots={"nrf_curves": pd.DataFrame(curves)}, out=RETRAINED, record_metrics=True)
+    store.Resume("nrf_train").clear()
+
+
+METRIC = {("det", "headline"): "d_det_acc", ("rand", "headline"): "d_rand_acc",
+          ("det", "control"): "d_det_control_acc", ("rand", "control"): "d_rand_control_acc",
+          ("det", "robust"): "d_det_robust_source_acc", ("rand", "robust"): "d_rand_robust_source_acc",
+          ("other", "headline"): "d_other_acc", ("other", "control"): "d_other_control_acc",
+          ("other", "robust"): "d_other_robust_source_acc"}
+
+
+def summarise(table: pd.DataFrame, gen: dict, n_test: int) -> dict:
+    """The top-level keys (means over seeds, fractions), their 95% half-widths, the sweep, per-set details."""
+    out: dict = {"n": n_test}
+    headline_eps = next((g["eps"] for g in gen.values() if g["group"] == "headline"), None)
+    out["eps"] = headline_eps
+    for (kind, group), g in table.groupby(["kind", "group"], sort=False):
+        if group == "sweep" or (kind, group) not in METRIC:
+            continue
+        iv = stats.mean_ci(g["test_acc"])
+        out[METRIC[(kind, group)]] = iv.mean
+        out[METRIC[(kind, group)].replace("_acc", "_ci95")] = iv.half
+    sweep_ = {}
+    for e in sorted({g["eps"] for g in gen.values()}):
+        cell = {}
+        for kind in ("det", "rand"):
+            g = table[(table["kind"] == kind) & ((table["group"] == "sweep") & np.isclose(table["eps"], e)
+                                                 | (table["group"] == "headline") & np.isclose(table["eps"], e))]
+            if len(g):
+                cell[METRIC[(kind, "headline")]] = float(g["test_acc"].mean())
+            c = out.get(METRIC[(kind, "control")])
+            if c is not None:
+                cell[METRIC[(kind, "control")]] = c  # the control carries no perturbation: the same at every eps
+        if cell:
+            sweep_[f"{e:g}" if e != int(e) else f"{e:.1f}"] = cell
+    out["sweep"] = sweep_
+    out["sets"] = {s: {"seeds": len(g), "test_acc_mean": float(g["test_acc"].mean()),
+                       "test_acc_shifted_mean": float(g["test_acc_shifted"].mean()),
+                       "train_acc_mean": float(g["train_acc"].mean())}
+                   for s, g in table.groupby("set", sort=False)}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -277,132 +404,195 @@ def run_train(section: str, cfg: TrainParams) -> None:
 
 def section(ctx: Context) -> str:
     import matplotlib.pyplot as plt
-    from ..render import PAPER_RUN, pct, pm, table
-    title = "## Non-robust features (Ilyas et al. 2019)\n\n"
-    gen, tab, curves = ctx.metrics("nrf_generate"), ctx.table("nrf_train"), ctx.plot("nrf_curves")
-    if gen is None or tab is None or curves is None:
+
+    from ..render import PAPER_RUN, ci, pct, table
+    title = f"## {TITLE}\n\n"
+    gen, tab, curves, m = (ctx.metrics("nrf_generate"), ctx.table("nrf_train"), ctx.plot("nrf_curves"),
+                           ctx.metrics("nrf_train"))
+    runs = ctx.runs()
+    if gen is None or tab is None or curves is None or m is None or "nrf_train" not in runs:
         return title + "Not run yet.\n"
     a = ctx.anchors["ilyas"]
-    runs = ctx.runs()
     pg, pt = runs["nrf_generate"]["params"], runs["nrf_train"]["params"]
-    chance = 0.1
-    stats = tab.groupby("set", sort=False).agg(mean=("test_acc", "mean"), std=("test_acc", "std"),
-                                                shifted=("test_acc_shifted", "mean"), n=("seed", "count"))
-    stats["std"] = stats["std"].fillna(0.0)
     paper = {"D_det": a["test_acc"]["D_det"], "D_rand": a["test_acc"]["D_rand"],
-             "D_det without perturbation": None, "D_det from robust source": a["robust_source"]["D_det"],
-             "D_det at the paper's eps": a["test_acc"]["D_det"], "D_rand with D_det's recipe": None}
-    paper_shift = {"D_det": a["det_shifted_acc"], "D_det at the paper's eps": a["det_shifted_acc"]}
-    gen_of = {"D_det": "det", "D_rand": "rand", "D_det without perturbation": None,
-              "D_det from robust source": "det_robust", "D_det at the paper's eps": "det_paper_eps",
-              "D_rand with D_det's recipe": "rand"}
+             "D_det from robust source": a["robust_source"]["D_det"],
+             "D_rand from robust source": a["robust_source"]["D_rand"]}
+    file_of = {}
+    for name, g in gen.items():
+        label = KINDS[g["kind"]]
+        file_of[{"headline": label, "robust": f"{label} from robust source",
+                 "sweep": f"{label} at eps {g['eps']:g}"}[g["group"]]] = name
     rows = []
-    for name, s in stats.iterrows():
-        g = gen.get(gen_of.get(name) or "", {})
-        rows.append({"training set": name, "seeds": int(s["n"]),
-                     "original test acc (ours)": pm(s["mean"], s["std"]) if s["n"] > 1 else pct(s["mean"]),
-                     "paper": pct(paper.get(name)),
-                     "on (y+1) mod 10 (ours / paper)": f"{pct(s['shifted'])} / {pct(paper_shift.get(name))}",
-                     "source attack success": pct(g.get("success_rate")) if g else "–",
-                     "L2 eps / mean L2 used": f"{g['eps']:g} / {g['l2_mean']:.3f}" if g else "0 / 0"})
-    rows.append({"training set": "paper profile (ResNet-50, 50k images, 100 steps)", "seeds": "–",
-                 "original test acc (ours)": "not run yet (needs a GPU)", "paper": "D_det 43.7%, D_rand 63.3%",
-                 "on (y+1) mod 10 (ours / paper)": "– / 16.2%", "source attack success": "–",
-                 "L2 eps / mean L2 used": "0.5 / –"})
+    for s, g in tab.groupby("set", sort=False):
+        iv = stats.mean_ci(g["test_acc"])
+        gg = gen.get(file_of.get(s, ""), {})
+        kind = g["kind"].iloc[0]
+        rows.append({"training set": s, "seeds": len(g), "original test acc (ours)": ci(iv.mean, iv.half),
+                     "paper": pct(paper.get(s)),
+                     "on (y+1) mod 10": pct(g["test_acc_shifted"].mean()) + (
+                         f" / paper {pct(a['det_shifted_acc'])}" if s == "D_det" else ""),
+                     "train acc": pct(g["train_acc"].mean()),
+                     "source says t": pct(gg.get("success_rate")) if gg else "–",
+                     "L2 eps / mean L2 used": f"{gg['eps']:g} / {gg['l2_mean']:.3f}" if gg else "0 / 0",
+                     "images": f"{int(g['train_size'].iloc[0]):,}", "kind": kind})
+    for r in rows:
+        r.pop("kind")
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    names = list(stats.index)
-    xs = np.arange(len(names))
-    ax.bar(xs - 0.2, 100 * stats["mean"], 0.4, yerr=100 * stats["std"], capsize=3, label="ours (mean ± sd)")
-    ax.bar(xs + 0.2, [100 * (paper.get(n) or np.nan) for n in names], 0.4, label="paper", alpha=0.6)
-    ax.axhline(100 * chance, color="k", ls=":", lw=1, label="chance")
-    ax.set_xticks(xs, [n.replace(" ", "\n", 1) for n in names], fontsize=8)
-    ax.set(ylabel="original CIFAR-10 test accuracy (%)", title="Trained on relabelled, perturbed images")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, axis="y")
-    img = ctx.figure(fig, "nrf_accuracy")
+    # training curves of every set (mean over seeds), on the original test images
+    fig, ax = plt.subplots(figsize=(7.2, 4.0))
+    for i, (s, g) in enumerate(curves.groupby("set", sort=False)):
+        mm = g.groupby("epoch")["test_acc"].mean()
+        ls = "-" if " at eps " not in s else ":"
+        ax.plot(mm.index, 100 * mm.values, marker="o", ms=2.5, ls=ls, color=f"C{i % 10}", label=s)
+    ax.axhline(10, color="k", ls="--", lw=0.8, label="chance (10%)")
+    ax.set(xlabel="epoch", ylabel=f"accuracy on {pt['curve_n']:,} original test images (%)",
+           title="Retrained models on the original test set, per epoch (mean over seeds)")
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.grid(alpha=0.3)
+    img_curves = ctx.figure(fig, "nrf_curves")
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for (name, seed), g in curves.groupby(["set", "seed"], sort=False):
-        ax.plot(g["epoch"], 100 * g["test_acc"], marker="o", ms=3, label=f"{name}, seed {seed}",
-                color=f"C{names.index(name) if name in names else 0}", ls="-" if seed == curves["seed"].min() else "--")
-    ax.axhline(100 * chance, color="k", ls=":", lw=1)
-    ax.set(xlabel="epoch", ylabel="accuracy on 2,000 original test images (%)",
-           title="Training curves of the retrained models")
+    # eps sweep
+    sw = m.get("sweep", {})
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    eps = sorted(float(e) for e in sw)
+    for key, label, st in (("d_det_acc", "D_det", "o-"), ("d_rand_acc", "D_rand", "s-")):
+        xs = [e for e in eps if key in sw[_ek(e, sw)]]
+        ax.plot(xs, [100 * sw[_ek(e, sw)][key] for e in xs], st, label=label)
+    for key, label, c in (("d_det_control_acc", "D_det without perturbation", "C0"),
+                          ("d_rand_control_acc", "D_rand without perturbation", "C1")):
+        if key in m:
+            ax.axhline(100 * m[key], color=c, ls="--", lw=1, label=label)
+    ax.axhline(10, color="k", ls=":", lw=0.8, label="chance")
+    if m.get("eps") is not None:
+        ax.axvline(m["eps"], color="grey", lw=0.8)
+        ax.annotate("paper's eps", (m["eps"], 0.5), xycoords=("data", "axes fraction"), fontsize=7, rotation=90,
+                    ha="right", va="center")
+    ax.set(xlabel="L2 eps of the perturbation (pixels in [0, 1])", ylabel="original test accuracy (%)",
+           title="Where the non-robust signal emerges at this scale", ylim=(0, None))
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    img2 = ctx.figure(fig, "nrf_curves")
+    img_sweep = ctx.figure(fig, "nrf_sweep")
     return (
         title +
-        f"Each training image is pushed by targeted L2 PGD against the clean source model (`{pg['source']}`) "
-        f"towards a new label t, and relabelled t: D_det uses t = (y+1) mod 10, D_rand a random other class. "
-        "A fresh model trained on these sets sees images that look like class y but carry the label t; only the small "
-        "perturbation agrees with t. If it still classifies the *original* test set well, the "
-        "perturbations carried features that generalise: non-robust features.\n\n"
-        f"{table(rows)}\n\n![accuracy]({img})\n\n{reading(stats, gen, pg, pt)}\n\n"
-        f"![training curves]({img2})\n\n![examples](figures/nrf_examples.png)\n\n"
-        f"**Paper profile.** `profiles/paper.yaml` sets ResNet-50, all 50,000 images, 100 PGD steps and the "
-        f"paper's retraining recipe. Run: {PAPER_RUN}. Expected wall time on one H100 (our estimate, "
-        "not measured): about 1 h for generation "
-        "(3 x 50,000 images x 100 steps of ResNet-50) and 2-3 h for the retraining runs; not run here (no GPU).\n"
+        f"Each training image of a seeded subset is pushed by targeted L2 PGD against the clean source model "
+        f"(`{pg['source']}`) towards a new label t and relabelled t: D_det uses t = (y+1) mod 10, D_rand draws t "
+        "uniformly from all ten classes (so the image's robust features say nothing about t). The attack is the "
+        f"paper's: {pg['steps']} normalised steps, no random start, each example's best iterate. A fresh "
+        f"`{pt['model']['arch']}` trained on these sets sees images that look like class y but carry label t; if "
+        "it classifies the *original* test set well, the perturbations carried features that generalise: "
+        "non-robust features. Accuracies are on the full original test set, means with 95% t intervals over "
+        "seeds.\n\n"
+        f"{table(rows)}\n\n{reading(m, gen, pg, pt, a)}\n\n![training curves]({img_curves})\n\n"
+        f"![eps sweep]({img_sweep})\n\n![examples](figures/nrf_examples.png)\n\n"
+        f"{differences(pg, pt, a)}\n\n"
+        f"**Paper profile.** `profiles/paper.yaml` sets ResNet-50, all 50,000 images, 100 PGD steps at L2 eps 0.5 "
+        f"and the paper's retraining recipe. Run: {PAPER_RUN}.\n"
     )
 
 
-def reading(stats: pd.DataFrame, gen: dict, pg: dict, pt: dict) -> str:
-    from ..render import pct, pm
-    out = ["**Reading the table.**"]
-    det = stats.loc["D_det"] if "D_det" in stats.index else None
-    if det is not None:
-        above = det["mean"] - 2 * max(det["std"], 0.005) > 0.1
-        out.append(f"The D_det models reach {pm(det['mean'], det['std'])} on the original test set over "
-                   f"{int(det['n'])} seeds ({'clearly above' if above else 'not clearly above'} chance, 10%), "
-                   f"and {pct(det['shifted'])} on the relabelled test set (a model of the robust features alone "
-                   "would score high there and near 0% on the original labels).")
-    rnd = stats.loc["D_rand"] if "D_rand" in stats.index else None
-    if rnd is not None:
-        alt = stats.loc["D_rand with D_det's recipe"] if "D_rand with D_det's recipe" in stats.index else None
-        out.append(f"D_rand gives {pm(rnd['mean'], rnd['std'])} (paper 63.3%)" + (
-            ": below chance, which is what a model of the robust features alone does on D_rand, where the label is "
-            "never the true class." if rnd["mean"] < 0.09 else "."))
-        if alt is not None:
-            out.append(f"Trained with D_det's recipe instead (no augmentation, LR {pt['det_optim']['lr']:g}), the same "
-                       f"D_rand gives {pct(alt['mean'])} (one seed): " +
-                       ("so at this scale the paper's D_rand recipe (augmentation, a 10x lower LR, "
-                        f"{pt['rand']['epochs']} epochs) is what keeps the weak non-robust signal from being learned."
-                        if alt["mean"] > rnd["mean"] + 0.03 else "the recipe is not what hides the signal."))
-    ctl = stats.loc["D_det without perturbation"] if "D_det without perturbation" in stats.index else None
-    if ctl is not None:
-        out.append(f"Without the perturbation the same images and labels give {pct(ctl['mean'])} "
-                   f"({'at or below' if ctl['mean'] <= 0.11 else 'above'} chance): whatever the D_det models "
-                   "learned about the true labels came from the perturbations.")
-    pe = stats.loc["D_det at the paper's eps"] if "D_det at the paper's eps" in stats.index else None
-    if pe is not None:
-        weak = pe["mean"] <= 0.11
-        out.append(f"At the paper's eps ({gen['det_paper_eps']['eps']:g}) the same recipe gives {pct(pe['mean'])} on "
-                   f"the original test set and {pct(pe['shifted'])} on the relabelled one (one seed)" +
-                   (": at this scale a perturbation that small carries too little signal, and the retrained model "
-                    "learns the robust features (so the shifted labels) instead; hence the larger eps of the "
-                    "default profile." if weak else ", above chance as well."))
-    rob = stats.loc["D_det from robust source"] if "D_det from robust source" in stats.index else None
-    if rob is not None:
-        succ = gen.get("det_robust", {}).get("success_rate")
-        if rob["mean"] <= 0.11:
-            out.append(f"Built from the adversarially trained source (`{pg.get('robust_source')}`), D_det gives "
-                       f"{pct(rob['mean'])} (paper 5.8%): a robust model's perturbations do not carry features that "
-                       "generalise to the original labels.")
-        else:
-            out.append(f"Built from the adversarially trained source (`{pg.get('robust_source')}`), D_det gives "
-                       f"{pct(rob['mean'])}: less than from the clean source but above chance, where the paper "
-                       "found 5.8%. Our robust source is the SAT stage's small net after a few minutes of "
-                       f"training, far weaker and less robust than the paper's (the attack reaches its target on "
-                       f"{pct(succ)} of the images at this eps), so its perturbations still carry part of the "
-                       "non-robust signal.")
-    out.append(
-        f"Settings that differ from the paper: {pg['train_limit'] or 50000:,} training images instead of 50,000; "
-        f"L2 eps {pg['eps']:g} instead of 0.5 (step {pg['step']:g}, the paper's step/eps ratio), {pg['steps']} PGD "
-        "steps instead of 100; the source is "
-        f"our small CIFAR net, not a ResNet-50, and the retrained model is `{pt['model']['arch']}` trained for "
-        f"{pt['det']['epochs']} epochs; the robust source is the single-step adversarially trained ReLU net of the "
-        "SAT stage (L-inf), not an L2-robust ResNet-50. Fewer images and a weaker source make the "
-        "non-robust signal smaller, so lower accuracies than the paper's are expected at this scale.")
+def _ek(e: float, sw: dict) -> str:
+    return next(k for k in sw if math.isclose(float(k), e))
+
+
+def reading(m: dict, gen: dict, pg: dict, pt: dict, a: dict) -> str:
+    """Claims the intervals support, computed."""
+    from ..render import ci, pct
+    out = ["**Reading.**"]
+    eps = m.get("eps")
+    for kind, label in (("det", "D_det"), ("rand", "D_rand")):
+        key, ctl = f"d_{kind}_acc", f"d_{kind}_control_acc"
+        if key not in m:
+            continue
+        acc, half = m[key], m.get(f"d_{kind}_ci95")
+        lo = acc - (half if half == half and half is not None else 0.0)
+        above_chance = half == half and half is not None and lo > 0.10
+        text = (f"At the paper's eps {eps:g}, {label} gives {ci(acc, half)} on the original test set (paper "
+                f"{pct(a['test_acc'][label])}): ")
+        text += ("its interval lies above chance (10%), so the perturbations carried features that generalise."
+                 if above_chance else "its interval does not exclude chance (10%): no non-robust signal is "
+                 "resolved at this eps and scale.")
+        if ctl in m:
+            text += f" Without the perturbation the same images and labels give {pct(m[ctl])}."
+        out.append(text)
+        sw = m.get("sweep", {})
+        emerged = [(float(e), c[key]) for e, c in sw.items() if key in c and ctl in m
+                   and c[key] >= m[ctl] + 0.10 and c[key] >= 0.25]
+        if emerged:
+            e, v = min(emerged)
+            out.append(f"In the eps sweep {label} first reaches 25% and 10 points above its control at L2 eps "
+                       f"{e:g} ({pct(v)}).")
+        elif sw:
+            best = max(((float(e), c[key]) for e, c in sw.items() if key in c), key=lambda t: t[1], default=None)
+            if best:
+                out.append(f"No eps of the sweep brings {label} to 25% and 10 points above its control (best: "
+                           f"{pct(best[1])} at eps {best[0]:g}).")
+    rob = [(k, f"d_{k}_robust_source_acc") for k in ("det", "rand")]
+    if any(r in m for _, r in rob):
+        out.append("From the adversarially trained source (Table 9: D_rand "
+                   f"{pct(a['robust_source']['D_rand'])}, D_det {pct(a['robust_source']['D_det'])}): " + ", ".join(
+                       f"{KINDS[k]} {pct(m[r])}" for k, r in rob if r in m) + ".")
+    sh = m.get("sets", {}).get("D_det", {}).get("test_acc_shifted_mean")
+    if sh is not None:
+        out.append(f"The D_det models score {pct(sh)} on the test set relabelled (y+1) mod 10 (paper "
+                   f"{pct(a['det_shifted_acc'])}): the higher this is, the more they learned the robust features "
+                   "(the label shift) instead of the perturbations.")
     return " ".join(out)
+
+
+def differences(pg: dict, pt: dict, a: dict) -> str:
+    """Every setting that differs from the paper's (Table 3 / Table 6), from the run records."""
+    rt = a["retrain"]
+    d, r = pt["det"], pt["rand"]
+    items = [
+        f"training images: {pg['train_limit'] or 50000:,} (paper: all 50,000)",
+        f"PGD steps: {pg['steps']} (paper: {a['pgd']['steps']})",
+        f"source model: `{pg['source']}`, a small CIFAR net (paper: a standard ResNet-50)",
+        f"retrained model: `{pt['model']['arch']}` {pt['model'].get('widths')} (paper: ResNet-50)",
+        f"D_det recipe: {d['optim']['name'].upper()} LR {d['optim']['lr']:g} ({d['optim']['schedule']}), batch "
+        f"{d['train']['batch_size']}, {d['train']['epochs']} epochs, augmentation "
+        f"{'on' if d['train']['augment']['crop'] or d['train']['augment']['flip'] else 'off'} (paper: LR "
+        f"{rt['D_det']['lr']:g}, augmentation {'on' if rt['D_det']['augmentation'] else 'off'}, batch "
+        f"{rt['batch']})",
+        f"D_rand recipe: {r['optim']['name'].upper()} LR {r['optim']['lr']:g} ({r['optim']['schedule']}), batch "
+        f"{r['train']['batch_size']}, {r['train']['epochs']} epochs, augmentation "
+        f"{'on' if r['train']['augment']['crop'] or r['train']['augment']['flip'] else 'off'} (paper: LR "
+        f"{rt['D_rand']['lr']:g}, augmentation {'on' if rt['D_rand']['augmentation'] else 'off'}, batch "
+        f"{rt['batch']})",
+    ]
+    if pg.get("robust_source"):
+        items.append(f"robust source: `{pg['robust_source']}`, the SAT stage's single-step L-inf adversarially "
+                     "trained small net (paper: an L2-robust ResNet-50)")
+    return "**Settings that differ from the paper.** " + "; ".join(items) + "."
+
+
+TITLE = "Non-robust features (Ilyas et al. 2019)"
+
+
+def claims(ctx: Context) -> list:
+    from ..render import Claim, wilson
+    m = ctx.metrics("nrf_train")
+    paper, sec = "Ilyas et al. 2019", "## " + TITLE
+    a = ctx.anchors["ilyas"]
+    rows = [("d_det_acc", "D_det: accuracy on the original test set", a["test_acc"]["D_det"], 0.10),
+            ("d_rand_acc", "D_rand: accuracy on the original test set", a["test_acc"]["D_rand"], 0.10),
+            ("d_rand_robust_source_acc", "D_rand from a robust source", a["robust_source"]["D_rand"], 0.10),
+            ("d_det_robust_source_acc", "D_det from a robust source (low)", a["robust_source"]["D_det"], None)]
+    if m is None:
+        return [Claim(paper, what, pub, None, section=sec) for _, what, pub, _ in rows]
+    runs = ctx.runs().get("nrf_train", {}).get("params", {})
+    out = []
+    for key, what, pub, null in rows:
+        v = m.get(key)
+        half = m.get(key.replace("_acc", "_ci95"))
+        if v is None:
+            out.append(Claim(paper, what, pub, None, section=sec))
+            continue
+        if half is not None and half == half:
+            lo, hi, n = v - half, v + half, f"{len(runs.get('seeds', [])) or '?'} seeds"
+        else:
+            lo, hi = wilson(v, m["n"])
+            n = f"1 seed, n={m['n']:,}"
+        if key == "d_det_robust_source_acc":
+            null = m.get("d_det_acc")  # the claim: far below what the clean source gives
+        out.append(Claim(paper, what + f" (L2 eps {m['eps']:g})", pub, v, lo, hi, n, null, sec))
+    return out

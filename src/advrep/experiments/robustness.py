@@ -46,7 +46,7 @@ SECTIONS = {"robustness": Params}
 def run(section: str, cfg: Params) -> None:
     t0 = time.time()
     device = train.pick_device(cfg.device)
-    specs = [evaluate.AttackSpec(**a.model_dump()) for a in cfg.attacks]
+    specs = [evaluate.AttackSpec(**a.spec_kwargs()) for a in cfg.attacks]
     tables, flags = [], []
     for name, target in cfg.models.items():
         model = models.load(Path("data/models") / name, device)

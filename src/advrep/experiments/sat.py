@@ -1,23 +1,34 @@
-"""Smooth Adversarial Training (Xie et al. 2020) on CIFAR-10: does a smooth activation make single-step adversarial
-training more robust than ReLU at the same accuracy and cost? Schema, run and report section.
+"""Smooth Adversarial Training (Xie et al. 2020) on CIFAR-10, as a paired comparison that can answer its question:
+does a smooth activation (SiLU, SAT's best) make single-step adversarial training more robust than ReLU?
+Schema, runs, statistics and report section.
 
-Every configuration (one per activation, plus the three non-trivial cells of the gradient-quality ablation: ReLU
-forward with parametric softplus's derivative for the attacker, the optimizer, or both) is adversarially trained
-once per seed with a PGD-1 attacker (random start, L-inf). After every epoch a held-out batch is attacked with
-multi-step PGD, to catch catastrophic overfitting. Each model is then evaluated with PGD at several step counts,
-FGSM, a huge-eps check, and AutoAttack on a subset for the configurations named in the params.
+Design. Every seed trains both arms of the primary question: ReLU and SiLU start from the same initial weights
+(the activation has no parameters, so torch seeded alike builds the same tensors), see the same batches in the same
+order with the same augmentation, and the training attacker draws the same random starts (everything random in an
+epoch is seeded from (seed, epoch)). The per-seed difference therefore measures the activation, and its mean over
+seeds gets a t interval; a verdict is computed from that interval. SAT's mechanism is tested the same way: ReLU's
+forward pass with parametric softplus's derivative in the backward pass of the attacker, of the optimizer, or of
+both (the paper's Table 1), paired with the same seeds' ReLU runs. The other smooth activations are a sweep marked
+exploratory, on fewer seeds. The training attacker is SAT's: PGD-1 from a random start (step = eps), BatchNorm in
+eval mode while attacking. Weight decay never touches BatchNorm parameters or biases. A held-out batch is attacked
+with multi-step PGD after every epoch, to catch catastrophic overfitting.
+
+Evaluation: one fixed set of test images for every model, PGD-10 and PGD-50 at the training eps (their worst case
+per example is the headline), FGSM, PGD at a huge eps for the sanity check, and standard AutoAttack on a subset with
+the same clean accuracy for the primary arms of the first seed.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from .. import attacks, data, evaluate, models, robust, store, train
+from .. import attacks, data, evaluate, models, robust, stats, store, sweep, train
 from ..config import (AdversarialTraining, DataConfig, ModelConfig, OptimConfig, Stage, Strict, TrainConfig,
                       distinct_seeds, known_activations, within)
 from ..data import SIZES
@@ -29,124 +40,241 @@ log = store.logger("sat")
 OUT = Path("data/sat")
 
 
-class SatEval(Strict):
-    n: int = Field(gt=0)  # test images evaluated
-    eps: float = Field(gt=0)  # L-inf, pixels in [0, 1]
-    steps: list[int]  # PGD step counts of the robust-accuracy-against-steps curve; the last is the headline
-    step_ratio: float = Field(2.5, gt=0)  # PGD step = step_ratio * eps / steps
+class Eval(Strict):
+    n: int = Field(gt=0)  # the first N test images: one fixed set for every model
+    eps: float = Field(gt=0)  # L-inf, pixels in [0, 1]: the training eps
+    steps: list[int]  # PGD step counts, e.g. [10, 50]; the headline is the worst case over them per example
+    step_ratio: float = Field(2.5, gt=0)  # PGD step = step_ratio * eps / steps (Madry et al.) ...
+    step: Optional[float] = Field(None, gt=0)  # ... or this fixed step for every step count (the paper: 1/255)
     restarts: int = Field(1, gt=0)
-    autoattack_n: int = Field(0, ge=0)  # AutoAttack on the first N of them (0 = off)
-    autoattack_for: list[str] = Field(default_factory=list)  # configurations (names) given AutoAttack, seed 0
-    large_eps: float = Field(0.5, gt=0)  # sanity flag: PGD must reach ~0% here
+    autoattack_n: int = Field(0, ge=0)  # standard AutoAttack on this many of them (matched clean accuracy), 0: off
+    large_eps: float = Field(0.5, gt=0)  # sanity check: PGD must reach ~0% here
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v):
+        if not v or any(s < 1 for s in v) or v != sorted(set(v)):
+            raise ValueError(f"expected increasing distinct step counts >= 1, got {v}")
+        return v
 
 
-class SatMonitor(Strict):
-    n: int = Field(gt=0)  # held-out training images attacked after every epoch
+class Monitor(Strict):
+    n: int = Field(gt=0)  # held-out test images (the last N, disjoint from the evaluated ones), after every epoch
     steps: int = Field(10, gt=0)  # multi-step PGD of the catastrophic-overfitting monitor
 
 
 class Params(Stage):
-    """Xie et al. 2020: adversarial training with each activation, and the ReLU gradient-quality ablation."""
+    """Xie et al. 2020 on CIFAR-10: ReLU against SiLU, paired by seed; the mechanism cells; an exploratory sweep."""
 
-    seeds: list[int]  # every configuration is trained once per seed
+    seeds: list[int]  # one pair per seed: both arms share initial weights, batch order, augmentation and noise
     data: DataConfig
     model: ModelConfig  # its activation is replaced by each configuration's
     optim: OptimConfig
     train: TrainConfig
-    attacker: AdversarialTraining
-    activations: list[str]
-    ablation: bool = True  # the four cells: ReLU forward, smooth backward for attacker / optimizer, on or off
-    monitor: SatMonitor
-    eval: SatEval
+    attacker: AdversarialTraining  # SAT's: steps 1, step = eps, random start
+    primary: list[str]  # [control, treatment]: ReLU and SiLU
+    mechanism: bool = True  # ReLU forward with a smooth backward for the attacker, the optimizer, or both
+    mechanism_seeds: Optional[int] = Field(None, gt=0)  # the first N seeds run the mechanism cells (null: all)
+    exploratory: list[str] = Field(default_factory=list)  # further smooth activations, reported as exploratory
+    exploratory_seeds: int = Field(1, gt=0)  # the first N seeds run them
+    min_effect: float = Field(0.01, gt=0)  # the smallest robust-accuracy gain (a fraction) worth detecting here:
+    #   an interval entirely below it rules the claim out at this resolution
+    monitor: Monitor
+    eval: Eval
+    executor: sweep.Executor = sweep.Executor()
 
     _seeds = field_validator("seeds")(distinct_seeds)
-    _acts = field_validator("activations")(known_activations)
+
+    @field_validator("primary")
+    @classmethod
+    def _primary(cls, v):
+        known_activations(v, "primary")
+        if len(v) != 2:
+            raise ValueError(f"expected [control, treatment], got {v}")
+        return v
+
+    @field_validator("exploratory")
+    @classmethod
+    def _exploratory(cls, v):
+        return known_activations(v, "exploratory") if v else v
 
     @model_validator(mode="after")
     def _fits(self):
         within(self.eval.n + self.monitor.n, self.data.test_limit or SIZES[self.data.dataset][1],
                f"{self.data.dataset} test images (the monitor's images are held out from the evaluated ones)",
                "eval.n + monitor.n")
+        within(self.eval.autoattack_n, self.eval.n, "evaluated images", "eval.autoattack_n")
+        if set(self.primary) & set(self.exploratory):
+            raise ValueError(f"exploratory {self.exploratory} repeats a primary arm {self.primary}")
+        if self.mechanism and self.primary[0] != "relu":
+            raise ValueError("the mechanism cells are ReLU variants: primary[0] (the control) must be relu")
         return self
 
 
 SECTIONS = {"sat": Params}
-# ablation cells: (name, attacker's backward smooth, optimizer's backward smooth); both off is plain ReLU
-ABLATION = (("ReLU, smooth attacker", True, False), ("ReLU, smooth optimizer", False, True),
-            ("ReLU, smooth both", True, True))
+# mechanism cells: (name, attacker's backward smooth, optimizer's backward smooth); both off is plain ReLU
+MECHANISM = (("ReLU, smooth attacker", True, False), ("ReLU, smooth optimizer", False, True),
+             ("ReLU, smooth both", True, True))
 
 
-def configurations(cfg) -> list[dict]:
-    out = [{"name": act, "activation": act, "attacker_smooth": None, "optimizer_smooth": None}
-           for act in cfg.activations]
-    if cfg.ablation:
-        out += [{"name": n, "activation": "relu_smoothgrad", "attacker_smooth": a, "optimizer_smooth": o}
-                for n, a, o in ABLATION]
+def configurations(cfg: Params) -> list[dict]:
+    """Every configuration with its role and the seeds it runs on."""
+    control, treatment = cfg.primary
+    out = [{"name": a, "activation": a, "attacker_smooth": None, "optimizer_smooth": None, "role": role,
+            "seeds": list(cfg.seeds)} for a, role in ((control, "control"), (treatment, "primary"))]
+    if cfg.mechanism:
+        k = cfg.mechanism_seeds or len(cfg.seeds)
+        out += [{"name": n, "activation": "relu_smoothgrad", "attacker_smooth": a, "optimizer_smooth": o,
+                 "role": "mechanism", "seeds": list(cfg.seeds[:k])} for n, a, o in MECHANISM]
+    out += [{"name": a, "activation": a, "attacker_smooth": None, "optimizer_smooth": None, "role": "exploratory",
+             "seeds": list(cfg.seeds[:cfg.exploratory_seeds])} for a in cfg.exploratory]
     return out
+
+
+def slug(name: str) -> str:
+    return name.replace(" ", "_").replace(",", "")
+
+
+def _sets(cfg: Params):
+    raw = Path("data/raw") / f"{cfg.data.dataset}.npz"
+    trainset = data.subset(data.load(raw, "train"), cfg.data.train_limit, cfg.seed)
+    test = data.load(raw, "test", limit=cfg.data.test_limit)
+    held = data.Split(test.x[-cfg.monitor.n:], test.y[-cfg.monitor.n:], test.index[-cfg.monitor.n:])
+    return trainset, test, held
+
+
+def specs(cfg: Params, with_aa: bool) -> list[evaluate.AttackSpec]:
+    ev = cfg.eval
+    ratio = (lambda k: ev.step * k / ev.eps) if ev.step is not None else (lambda k: ev.step_ratio)
+    out = [evaluate.AttackSpec(name="FGSM", kind="fgsm")]
+    out += [evaluate.AttackSpec(name=f"PGD-{k}", kind="pgd", steps=k, step_ratio=ratio(k), restarts=ev.restarts)
+            for k in ev.steps]
+    out.append(evaluate.AttackSpec(name=f"PGD-{ev.steps[0]} (huge eps)", kind="pgd", steps=ev.steps[0],
+                                   step_ratio=ev.step_ratio, eps=(ev.large_eps,)))
+    if with_aa:
+        out.append(evaluate.AttackSpec(name="AutoAttack", kind="autoattack", max_n=ev.autoattack_n))
+    return out
+
+
+def unit(cfg: Params, conf: dict, seed: int, with_aa: bool) -> dict:
+    """One configuration and seed: adversarial training, then the evaluation. Plain data out (see sweep)."""
+    device = train.pick_device(cfg.device)
+    trainset, test, held = _sets(cfg)
+    a, ev = cfg.attacker, cfg.eval
+    threat = attacks.threat(a.norm, a.eps)
+    objective = robust.pgd_objective(threat, a.steps, a.step, a.random_start, conf["attacker_smooth"],
+                                     conf["optimizer_smooth"], label_smoothing=cfg.train.label_smoothing)
+    hook = robust.overfit_monitor(held.x, held.y, threat, cfg.monitor.steps, ev.step_ratio)
+    t = time.time()
+    model, history = train.train_model(cfg.model.spec(cfg.data.dataset, activation=conf["activation"]), trainset,
+                                       held, cfg.train, cfg.optim, seed, device,
+                                       Path("data/checkpoints") / f"sat_{slug(conf['name'])}_{seed}.pt", objective,
+                                       desc=f"{conf['name']} seed {seed}", on_epoch=hook)
+    seconds = time.time() - t
+    x, y = test.x[:ev.n].to(device), test.y[:ev.n].to(device)
+    result = evaluate.evaluate(model, x, y, specs(cfg, with_aa), [ev.eps], large_eps=ev.large_eps,
+                               batch_size=cfg.train.eval_batch_size, seed=seed)
+    aa = result.correct.get(("AutoAttack", ev.eps))
+    return {"state": {k: v.cpu() for k, v in model.state_dict().items()}, "history": history,
+            "rows": result.table.to_dict("records"), "flags": result.flags.to_dict("records"),
+            "train_seconds": seconds,
+            "autoattack": None if aa is None else {"index": aa[0].cpu().tolist(), "ok": aa[1].cpu().tolist()}}
 
 
 def run(section: str, cfg: Params) -> None:
     t0 = time.time()
     device = train.pick_device(cfg.device)
-    raw = Path("data/raw") / f"{cfg.data.dataset}.npz"
-    trainset = data.subset(data.load(raw, "train"), cfg.data.train_limit, cfg.seed)
-    test = data.load(raw, "test", limit=cfg.data.test_limit)
-    x, y = test.x[:cfg.eval.n].to(device), test.y[:cfg.eval.n].to(device)
-    mx, my = test.x[-cfg.monitor.n:], test.y[-cfg.monitor.n:]  # held out from the evaluated images
-    a = cfg.attacker
-    threat = attacks.threat(a.norm, a.eps)
-    ev = cfg.eval
-    specs = [evaluate.AttackSpec(name="FGSM", kind="fgsm")]
-    specs += [evaluate.AttackSpec(name=f"PGD-{k}", kind="pgd", steps=k, step_ratio=ev.step_ratio,
-                                  restarts=ev.restarts) for k in ev.steps]
-    headline = f"PGD-{ev.steps[-1]}"
-    rows, monitor, flags = [], [], []
-    for c in configurations(cfg):
-        for seed in cfg.seeds:
-            spec = cfg.model.spec(cfg.data.dataset, activation=c["activation"])
-            objective = robust.pgd_objective(threat, a.steps, a.step, a.random_start, c["attacker_smooth"],
-                                             c["optimizer_smooth"])
-            hook = robust.overfit_monitor(mx, my, attacks.threat(a.norm, a.eps), cfg.monitor.steps, ev.step_ratio)
-            t = time.time()
-            model, history = train.train_model(
-                spec, trainset, test, cfg.train, cfg.optim, seed, device,
-                Path("data/checkpoints") / f"sat_{c['name'].replace(' ', '_').replace(',', '')}_{seed}.pt",
-                objective, desc=f"{c['name']} seed {seed}", on_epoch=hook)
-            train_seconds = time.time() - t
-            models.save(model, OUT / c["name"].replace(" ", "_").replace(",", "") / f"seed{seed}")
-            monitor += [{"config": c["name"], "seed": seed, **h} for h in history]
-            run_specs = specs
-            if c["name"] in ev.autoattack_for and seed == cfg.seeds[0] and ev.autoattack_n:
-                run_specs = specs + [evaluate.AttackSpec(name="AutoAttack", kind="autoattack", max_n=ev.autoattack_n,
-                                                         eps=(ev.eps,))]
-            result = evaluate.evaluate(model, x, y, run_specs, [ev.eps, ev.large_eps], large_eps=ev.large_eps,
-                                       batch_size=cfg.train.eval_batch_size, seed=seed)
-            df, f = result.table, result.flags
-            f.insert(0, "seed", seed)
-            f.insert(0, "config", c["name"])
-            flags.append(f)
-            pgd = [h["monitor_pgd_acc"] for h in history]
-            co = robust.catastrophic_overfitting(pgd)
-            df.insert(0, "seed", seed)
-            df.insert(0, "config", c["name"])
-            df["train_seconds"] = train_seconds
-            df["overfit_epoch"] = co if co is not None else 0
-            rows.append(df)
-            at = df[(df["attack"] == headline) & (df["eps"] == ev.eps)].iloc[0]
-            log.info(f"{c['name']} seed {seed}: clean {at.clean_acc:.4f}, {headline} {at.robust_acc:.4f} "
-                     f"({train_seconds:.0f}s training{'; catastrophic overfitting at epoch %d' % co if co else ''})")
-    table, flags = pd.concat(rows, ignore_index=True), pd.concat(flags, ignore_index=True)
-    main_rows = table[(table["eps"] == ev.eps) & (table["attack"] == headline)]
-    metrics = {}
-    for name, g in main_rows.groupby("config", sort=False):
-        metrics[name] = {"clean_acc_mean": round(g["clean_acc"].mean(), 4), "clean_acc_std": round(g["clean_acc"].std(ddof=1), 4) if len(g) > 1 else 0.0,
-                         "robust_acc_mean": round(g["robust_acc"].mean(), 4), "robust_acc_std": round(g["robust_acc"].std(ddof=1), 4) if len(g) > 1 else 0.0,
-                         "seeds": len(g), "train_seconds_mean": round(g["train_seconds"].mean(), 1)}
+    code = store.code_hash("advrep.experiments.sat", "advrep.train", "advrep.models", "advrep.robust",
+                           "advrep.attacks", "advrep.evaluate", "advrep.data")
+    defining = cfg.model_dump(exclude={"executor", "seeds", "mechanism_seeds", "exploratory_seeds", "exploratory",
+                                       "primary", "mechanism", "min_effect"})
+    units, meta = [], []
+    for conf in configurations(cfg):
+        for seed in conf["seeds"]:
+            with_aa = bool(cfg.eval.autoattack_n) and conf["role"] in ("control", "primary") and seed == cfg.seeds[0]
+            c = {k: v for k, v in conf.items() if k != "seeds"}
+            units.append(sweep.Unit(store.key("sat", defining, c, seed, with_aa, str(device), code), unit,
+                                    (cfg, c, seed, with_aa), name=f"{conf['name']} seed {seed}"))
+            meta.append((conf, seed))
+    log.info(f"sat: {len(units)} runs ({len(cfg.seeds)} pairs of {' / '.join(cfg.primary)}) on "
+             f"{cfg.data.train_limit or SIZES['cifar10'][0]} images, executor {cfg.executor.kind}")
+    results = sweep.run("sat", units, cfg.executor)
+
+    rows, monitor, flags, aa = [], [], [], {}
+    for (conf, seed), r in zip(meta, results):
+        model = models.build(cfg.model.spec(cfg.data.dataset, activation=conf["activation"]))
+        model.load_state_dict(r["state"])
+        models.save(model, OUT / slug(conf["name"]) / f"seed{seed}")
+        co = robust.catastrophic_overfitting([h["monitor_pgd_acc"] for h in r["history"]])
+        for row in r["rows"]:
+            rows.append({"config": conf["name"], "role": conf["role"], "seed": seed, **row,
+                         "train_seconds": r["train_seconds"], "overfit_epoch": co or 0})
+        monitor += [{"config": conf["name"], "seed": seed, **h} for h in r["history"]]
+        flags += [{"config": conf["name"], "seed": seed, **f} for f in r["flags"]]
+        if r["autoattack"] is not None:
+            aa[conf["name"]] = r["autoattack"]
+    table, flags = pd.DataFrame(rows), pd.DataFrame(flags)
+    metrics = summarise(cfg, table, aa)
     metrics["flags_triggered"] = int(flags["triggered"].sum())
-    metrics["catastrophic_overfitting_runs"] = int((main_rows["overfit_epoch"] > 0).sum())
-    log.info(f"sat: {len(main_rows)} runs")
+    log.info(f"sat: {cfg.primary[1]} - {cfg.primary[0]} robust accuracy {100 * metrics[_key(cfg)]:+.2f} "
+             f"± {100 * metrics[_key(cfg, 'ci95')]:.2f} points over {metrics['pairs']} pairs: {metrics['verdict']}")
     store.publish("sat", cfg, t0, str(device), metrics=metrics, plots={"sat": table}, out=OUT,
                   tables={"sat_monitor": pd.DataFrame(monitor), "sat_flags": flags})
+    store.Resume("sat").clear()
+
+
+def _key(cfg: Params, what: str = "mean") -> str:
+    control, treatment = cfg.primary
+    return f"{treatment}_minus_{control}_{what}"
+
+
+def headline(table: pd.DataFrame, eps: float) -> pd.DataFrame:
+    """One row per configuration and seed: clean accuracy and the headline robust accuracy (the worst case per
+    example over the PGD attacks and FGSM at the training eps, on every evaluated image)."""
+    at = table[np.isclose(table["eps"], eps)]
+    worst = at[at["attack"] == evaluate.WORST]
+    if worst.empty:  # a single attack: it is the headline
+        worst = at[at["kind"] == "pgd"]
+    return worst.groupby(["config", "seed"], sort=False).agg(clean=("clean_acc", "first"),
+                                                             robust=("robust_acc", "min"))
+
+
+def summarise(cfg: Params, table: pd.DataFrame, aa: dict) -> dict:
+    """Means and 95% intervals over seeds, paired differences against the control, the verdict."""
+    control, treatment = cfg.primary
+    ev = cfg.eval
+    h = headline(table, ev.eps)
+    # the headline's n: every evaluated image (the worst case of the PGD attacks and FGSM, not of AutoAttack)
+    out: dict = {"n": ev.n, "pairs": len(cfg.seeds), "eps": ev.eps}
+    per_seed = {c: g.droplevel(0) for c, g in h.groupby(level=0, sort=False)}
+    base = per_seed[control]
+    configs = {}
+    for name, g in per_seed.items():
+        common = [s for s in g.index if s in base.index]
+        d = stats.paired(base.loc[common, "robust"].tolist(), g.loc[common, "robust"].tolist())
+        dc = stats.paired(base.loc[common, "clean"].tolist(), g.loc[common, "clean"].tolist())
+        configs[name] = {"seeds": len(g), **_ci("clean_acc", stats.mean_ci(g["clean"])),
+                         **_ci("robust_acc", stats.mean_ci(g["robust"])),
+                         **({} if name == control else {**_ci(f"robust_minus_{control}", d),
+                                                        **_ci(f"clean_minus_{control}", dc)})}
+    for arm in (control, treatment):
+        out[f"{arm}_clean_acc"] = configs[arm]["clean_acc_mean"]
+        out[f"{arm}_robust_acc"] = configs[arm]["robust_acc_mean"]
+    diff = stats.paired(base["robust"].tolist(), per_seed[treatment].loc[base.index, "robust"].tolist())
+    out[_key(cfg)], out[_key(cfg, "ci95")] = diff.mean, diff.half
+    out["verdict"] = stats.verdict(diff, cfg.min_effect)
+    out["configs"] = configs
+    if control in aa and treatment in aa:
+        a, b = aa[control], aa[treatment]
+        d = stats.paired_images(a["ok"], b["ok"])
+        out["autoattack"] = {"n": len(a["ok"]), control: float(np.mean(a["ok"])), treatment: float(np.mean(b["ok"])),
+                             f"{treatment}_minus_{control}_mean": d.mean, f"{treatment}_minus_{control}_ci95": d.half}
+    out["catastrophic_overfitting_runs"] = int(table.groupby(["config", "seed"])["overfit_epoch"].first().gt(0).sum())
+    return out
+
+
+def _ci(prefix: str, iv: stats.Interval) -> dict:
+    return {f"{prefix}_mean": iv.mean, f"{prefix}_ci95": iv.half}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -155,133 +283,165 @@ def run(section: str, cfg: Params) -> None:
 
 def section(ctx: Context) -> str:
     import matplotlib.pyplot as plt
-    from ..render import PAPER_RUN, eps_label, pct, pm, table
-    title = "## Smooth Adversarial Training (Xie et al. 2020)\n\n"
-    df, mon, flags = ctx.plot("sat"), ctx.table("sat_monitor"), ctx.table("sat_flags")
-    if df is None or mon is None or flags is None:
+
+    from ..render import PAPER_RUN, ci, eps_label, pct, table
+    title = f"## {TITLE}\n\n"
+    df, mon, flags, m = ctx.plot("sat"), ctx.table("sat_monitor"), ctx.table("sat_flags"), ctx.metrics("sat")
+    run = ctx.runs().get("sat")
+    if df is None or mon is None or flags is None or m is None or run is None:
         return title + "Not run yet.\n"
-    p = ctx.runs()["sat"]["params"]
+    p = run["params"]
     ev = p["eval"]
-    eps = ev["eps"]
-    headline = f"PGD-{ev['steps'][-1]}"
-    main = df[(df["eps"] == eps) & (df["attack"] == headline)]
-    st = main.groupby("config", sort=False).agg(clean=("clean_acc", "mean"), clean_sd=("clean_acc", "std"),
-                                                 robust=("robust_acc", "mean"), robust_sd=("robust_acc", "std"),
-                                                 seeds=("seed", "count"), secs=("train_seconds", "mean"),
-                                                 overfit=("overfit_epoch", lambda v: int((v > 0).sum())))
-    st[["clean_sd", "robust_sd"]] = st[["clean_sd", "robust_sd"]].fillna(0.0)
-    aa = df[(df["attack"] == "AutoAttack") & (df["eps"] == eps)].set_index("config")["robust_acc"]
-    ck = ctx.anchors["xie"]["checkpoints"]
+    control, treatment = p["primary"]
+    anchors = ctx.anchors["xie"]
+    ck = anchors["checkpoints"]
+    h = headline(df, ev["eps"])
+    configs = m["configs"]
+    roles = df.groupby("config", sort=False)["role"].first()
+    aa = m.get("autoattack", {})
+    attacks_at = df[np.isclose(df["eps"], ev["eps"])]
+    pgd_names = [f"PGD-{k}" for k in ev["steps"]]
     rows = []
-    for name, s in st.iterrows():
+    for name, c in configs.items():
+        g = attacks_at[attacks_at["config"] == name]
+        pgd = {a: stats.mean_ci(g[g["attack"] == a]["robust_acc"]) for a in pgd_names}
         ref = ck.get(name)
-        rows.append({"configuration": name, "seeds": int(s["seeds"]),
-                     "clean (ours)": pm(s["clean"], s["clean_sd"]),
-                     f"{headline} {eps_label(eps)} (ours)": pm(s["robust"], s["robust_sd"]),
-                     "AutoAttack (ours, seed 0)": pct(aa.get(name)),
-                     "paper checkpoint, ImageNet (clean / PGD-50)": f"{pct(ref[0])} / {pct(ref[1])}" if ref else "–",
-                     "train time": f"{s['secs']:.0f} s",
-                     "catastrophic overfitting": f"{int(s['overfit'])} of {int(s['seeds'])} runs"})
+        diff = (f"{ci(c[f'robust_minus_{control}_mean'], c[f'robust_minus_{control}_ci95'], signed=True)} / "
+                f"{ci(c[f'clean_minus_{control}_mean'], c[f'clean_minus_{control}_ci95'], signed=True)}"
+                if name != control else "–")
+        rows.append({"configuration": name + (" (exploratory)" if roles[name] == "exploratory" else ""),
+                     "seeds": c["seeds"], "clean": ci(c["clean_acc_mean"], c["clean_acc_ci95"]),
+                     **{f"{a} {eps_label(ev['eps'])}": ci(iv.mean, iv.half) for a, iv in pgd.items()},
+                     "robust (worst case)": ci(c["robust_acc_mean"], c["robust_acc_ci95"]),
+                     f"paired minus {control}: robust / clean": diff,
+                     f"AutoAttack (seed {p['seeds'][0]}, n={aa.get('n', 0)})": pct(aa.get(name)) if aa else "–",
+                     "paper ImageNet (clean / PGD-50)": f"{pct(ref[0])} / {pct(ref[1])}" if ref else "–"})
 
-    acts = [c for c in st.index if not c.startswith("ReLU,")]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    xs = np.arange(len(acts))
-    ax.bar(xs - 0.2, 100 * st.loc[acts, "clean"], 0.4, yerr=100 * st.loc[acts, "clean_sd"], capsize=3, label="clean")
-    ax.bar(xs + 0.2, 100 * st.loc[acts, "robust"], 0.4, yerr=100 * st.loc[acts, "robust_sd"], capsize=3,
-           label=f"{headline}, eps {eps_label(eps)}")
-    ax.set_xticks(xs, acts)
-    ax.set(ylabel="accuracy (%)", title="PGD-1 adversarial training per activation (mean ± sd over seeds)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, axis="y")
-    img = ctx.figure(fig, "sat_activations")
+    # figure: per-seed paired differences with mean and 95% interval
+    others = [c for c in configs if c != control]
+    fig, ax = plt.subplots(figsize=(7.2, 0.55 * len(others) + 1.6))
+    for i, name in enumerate(others):
+        g = h.loc[name]["robust"]
+        base = h.loc[control]["robust"].reindex(g.index)
+        d = 100 * (g - base)
+        ax.scatter(d.values, np.full(len(d), i) + np.linspace(-0.12, 0.12, len(d)), s=14, color="0.55",
+                   label="one seed (paired)" if i == 0 else None, zorder=2)
+        c = configs[name]
+        mean, half = 100 * c[f"robust_minus_{control}_mean"], 100 * c[f"robust_minus_{control}_ci95"]
+        ax.errorbar([mean], [i], xerr=[[0 if math.isnan(half) else half]], fmt="o", color="C3" if i == 0 else "C0",
+                    capsize=4, label="mean and 95% t interval" if i == 0 else None, zorder=3)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.axvspan(0, 100 * p["min_effect"], color="C2", alpha=0.12, label=f"gains below {100 * p['min_effect']:g} pts")
+    ax.set_yticks(range(len(others)), [n + (" (expl.)" if roles[n] == "exploratory" else "") for n in others])
+    ax.invert_yaxis()
+    ax.set(xlabel=f"robust accuracy minus {control}'s, same seed (percentage points)",
+           title=f"Paired differences, robust accuracy at {eps_label(ev['eps'])} (worst case of FGSM and PGD)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
+    img = ctx.figure(fig, "sat_paired")
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    pgd = df[(df["eps"] == eps) & df["attack"].str.startswith("PGD-")]
-    for name, g in pgd.groupby("config", sort=False):
-        m = g.groupby("steps")["robust_acc"].mean()
-        ax.plot(m.index, 100 * m.values, marker="o", label=name, ls="--" if name.startswith("ReLU,") else "-")
-    ax.set_xscale("log")
-    ax.set(xlabel="PGD steps", ylabel=f"robust accuracy at {eps_label(eps)} (%)",
-           title="Robust accuracy against attack steps (mean over seeds)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    img2 = ctx.figure(fig, "sat_steps")
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for name, g in mon.groupby("config", sort=False):
-        m = g.groupby("epoch")["monitor_pgd_acc"].mean()
-        ax.plot(m.index, 100 * m.values, marker=".", label=name, ls="--" if name.startswith("ReLU,") else "-")
+        mm = g.groupby("epoch")["monitor_pgd_acc"].mean()
+        ax.plot(mm.index, 100 * mm.values, marker=".", label=name, ls="--" if name.startswith("ReLU,") else "-")
     ax.set(xlabel="epoch", ylabel="held-out PGD accuracy (%)",
-           title=f"Overfitting monitor: PGD-{p['monitor']['steps']} on {p['monitor']['n']} held-out images")
-    ax.legend(fontsize=7)
+           title=f"Overfitting monitor: PGD-{p['monitor']['steps']} on {p['monitor']['n']} held-out images "
+                 "(mean over seeds)")
+    ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
-    img3 = ctx.figure(fig, "sat_monitor")
+    img2 = ctx.figure(fig, "sat_monitor")
 
     raised = flags[flags["triggered"]]
-    few = raised["detail"].str.fullmatch(r"(PGD-[12]: [^;]*; ?)*PGD-[12]: [^;]*|eps [\d.]+: PGD-1 [^;]*")
-    flag_text = ("No sanity flag is raised on any model." if raised.empty else
+    flag_text = ("No sanity flag (Carlini et al. 2019) is raised on any model." if raised.empty else
                  f"**{len(raised)} sanity flag(s) raised** (Carlini et al. 2019): " + "; ".join(
-                     f"{flag} on {g['config'].nunique()} configuration(s), e.g. {g['detail'].iloc[0]}"
-                     for flag, g in raised.groupby("flag", sort=False)) + ".")
-    big = df[(df["eps"] == ev["large_eps"]) & (df["attack"] == headline)]["robust_acc"]
-    if len(raised) and few.all() and len(big) and big.max() <= 0.05:
-        flag_text += (f" Every one of them comes from PGD-1 or PGD-2 at the huge eps {ev['large_eps']:g}: one or two "
-                      f"steps cannot cross a ball that large, while {headline} reaches at most {pct(big.max())} "
-                      "there on every model. They reflect the short attacks of the steps curve, not masked "
-                      "gradients.")
-    a = p["attacker"]
+                     f"{flag} on {g['config'].nunique()} configuration(s), e.g. {g['config'].iloc[0]} seed "
+                     f"{g['seed'].iloc[0]}: {g['detail'].iloc[0]}" for flag, g in raised.groupby("flag", sort=False))
+                 + ".")
     return (
-        title +
-        f"CIFAR-10, `{p['model']['arch']}` widths {p['model']['widths']}, {p['data']['train_limit'] or 50000:,} "
-        f"training images, {p['train']['epochs']} epochs, adversarial training with a single-step attacker "
-        f"(PGD-1 with random start, L-inf eps {eps_label(a['eps'])}, step {eps_label(a['step'])}); evaluation on "
-        f"the first {ev['n']} test images with PGD ({', '.join(map(str, ev['steps']))} steps, step "
-        f"{ev['step_ratio']}·eps/steps) and AutoAttack on {ev['autoattack_n']} of them. The last four rows are "
-        "the gradient-quality ablation: ReLU in the forward pass, parametric softplus's derivative (alpha 10) in "
-        "the backward pass of the attacker, of the optimizer, or of both (both off is the `relu` row).\n\n"
-        f"{table(rows)}\n\n{reading(st, p)}\n\n![per activation]({img})\n\n![against steps]({img2})\n\n"
-        f"![monitor]({img3})\n\n{flag_text}\n\n"
-        f"**Paper's numbers** (ImageNet, ResNet-50, eps 4/255): ReLU 68.8% clean / 33.0% robust, SiLU 69.7% / "
-        f"42.3%. Ours differ in dataset (CIFAR-10, 32x32, 10 classes), model (`{p['model']['arch']}`, not "
-        f"ResNet-50), eps ({eps_label(eps)}; the same number, on a different image scale), training length (minutes "
-        f"on a CPU, {p['data']['train_limit'] or 50000:,} images, not a full ImageNet schedule) and evaluation "
-        f"(PGD-{ev['steps'][-1]}, not PGD-50/200). Compare the *differences* between activations, not the "
-        "levels.\n\n"
-        f"**Paper profile.** `profiles/paper.yaml` trains a ResNet-18 on all of CIFAR-10 per configuration, with "
-        f"PGD-200 evaluation. Run: {PAPER_RUN}. Expected wall time on one H100 (our "
-        "estimate, not measured): about 10 min per run, 20 runs, "
-        "so ~3.5 h; not run here (no GPU).\n"
+        title + f"Is single-step adversarial training more robust with a smooth activation? {len(p['seeds'])} "
+        f"pairs of {control} / {treatment} nets (`{p['model']['arch']}` {p['model']['widths']}), each pair sharing "
+        "initial weights, batch order, augmentation and the attacker's random starts, trained with SAT's attacker "
+        f"(PGD-1, random start, step {p['attacker']['step'] * 255:.0f}/255, L-inf eps "
+        f"{eps_label(p['attacker']['eps'])}) on {p['data']['train_limit'] or 50000:,} CIFAR-10 images for "
+        f"{p['train']['epochs']} epochs, and evaluated on the same {ev['n']:,} test images. Intervals are 95% t "
+        "intervals over seeds; differences are paired by seed.\n\n"
+        f"{table(rows)}\n\n![paired differences]({img})\n\n{reading(m, p, anchors)}\n\n{flag_text}\n\n"
+        f"![monitor]({img2})\n\n"
+        f"**Paper profile.** `profiles/paper.yaml` trains a ResNet-18 per run on all of CIFAR-10 with the paper's "
+        f"evaluation (PGD-200 with a 1/255 step). Run: {PAPER_RUN}.\n"
     )
 
 
-def reading(st: pd.DataFrame, p: dict) -> str:
-    from ..render import pct, pm
-    out = ["**Reading the table.**"]
-    if "relu" not in st.index:
-        return ""
-    r = st.loc["relu"]
-    smooth = [c for c in st.index if not c.startswith("ReLU,") and c != "relu"]
-    noise = max(st["robust_sd"].max(), 0.005)
-    if smooth:
-        best = max(smooth, key=lambda c: st.loc[c, "robust"])
-        worst = min(smooth, key=lambda c: st.loc[c, "robust"])
-        gain = st.loc[best, "robust"] - r["robust"]
-        beat = [c for c in smooth if st.loc[c, "robust"] - r["robust"] > 2 * noise]
-        out.append(
-            f"Robust accuracy: ReLU {pm(r['robust'], r['robust_sd'])}; the smooth activations range from "
-            f"{pct(st.loc[worst, 'robust'])} ({worst}) to {pct(st.loc[best, 'robust'])} ({best}), a best gain of "
-            f"{100 * gain:+.1f} points against a seed spread of up to {100 * noise:.1f} points. "
-            + (f"Beyond twice that spread: {', '.join(beat)}." if beat else
-               "No smooth activation beats ReLU by more than twice the seed spread: at this scale the claim is "
-               "not confirmed (nor ruled out)."))
-    cells = [c for c in st.index if c.startswith("ReLU,")]
+def reading(m: dict, p: dict, anchors: dict) -> str:
+    """The verdict and what supports it, computed from the metrics."""
+    from ..render import ci, pct
+    control, treatment = p["primary"]
+    mean, half = m[f"{treatment}_minus_{control}_mean"], m[f"{treatment}_minus_{control}_ci95"]
+    v = m["verdict"]
+    head = anchors["headline"]
+    gain = head[treatment][1] - head[control][1]
+    what = {
+        "confirmed": f"the interval lies above zero: {treatment} is more robust than {control} at this scale",
+        "reversed": f"the interval lies below zero: {treatment} is *less* robust than {control} at this scale",
+        "ruled out at this resolution": f"the interval excludes every gain of {100 * p['min_effect']:g} points or "
+                                        "more, though not zero",
+        "not resolved": "the interval is too wide to say",
+    }[v]
+    out = [f"**Verdict: {v}.** {treatment} minus {control}, robust accuracy (worst case per example of FGSM and "
+           f"PGD-{'/'.join(map(str, p['eval']['steps']))}), paired over {m['pairs']} seeds: "
+           f"{ci(mean, half, signed=True)} (95% t interval); {what}. SAT's ImageNet gain is {100 * gain:+.1f} "
+           f"points (ResNet-50, {pct(head[control][1])} -> {pct(head[treatment][1])}); on CIFAR-10 the independent "
+           f"evidence expects {anchors['cifar_expected']} ({anchors['cifar_source']})."]
+    c = m["configs"]
+    if treatment in c:
+        out.append(f"Clean accuracy: {control} {ci(c[control]['clean_acc_mean'], c[control]['clean_acc_ci95'])}, "
+                   f"{treatment} {ci(c[treatment]['clean_acc_mean'], c[treatment]['clean_acc_ci95'])} "
+                   f"(paired difference {ci(c[treatment][f'clean_minus_{control}_mean'], c[treatment][f'clean_minus_{control}_ci95'], signed=True)}).")
+    cells = [n for n in c if n.startswith("ReLU,")]
     if cells:
-        out.append("Ablation, change against plain ReLU (clean / robust): " + "; ".join(
-            f"{c.removeprefix('ReLU, ')}: {100 * (st.loc[c, 'clean'] - r['clean']):+.1f} / "
-            f"{100 * (st.loc[c, 'robust'] - r['robust']):+.1f} points" for c in cells) +
-            ". The paper (note) found a smooth attacker gradient raises robustness and costs a little accuracy, and "
-            "a smooth optimizer gradient raises both.")
-    co = int(st["overfit"].sum())
+        out.append("Mechanism (ReLU forward, parametric softplus's derivative backward), paired against ReLU, "
+                   "robust / clean: " + "; ".join(
+                       f"{n.removeprefix('ReLU, ')}: {ci(c[n][f'robust_minus_{control}_mean'], c[n][f'robust_minus_{control}_ci95'], signed=True)}"
+                       f" / {ci(c[n][f'clean_minus_{control}_mean'], c[n][f'clean_minus_{control}_ci95'], signed=True)}"
+                       f" ({c[n]['seeds']} seeds, {stats.verdict(stats.Interval(c[n][f'robust_minus_{control}_mean'], c[n][f'robust_minus_{control}_ci95'], c[n]['seeds']), p['min_effect'])})"
+                       for n in cells) + f". The paper (note): {anchors['ablation_note']}.")
+    aa = m.get("autoattack")
+    if aa:
+        out.append(f"Standard AutoAttack on {aa['n']} of the images (matched clean accuracy, seed {p['seeds'][0]}): "
+                   f"{control} {pct(aa[control])}, {treatment} {pct(aa[treatment])}, difference "
+                   f"{ci(aa[f'{treatment}_minus_{control}_mean'], aa[f'{treatment}_minus_{control}_ci95'], signed=True)}"
+                   " (normal interval over images: one seed, so it shows the evaluation's noise, not the seeds').")
+    co = m["catastrophic_overfitting_runs"]
     out.append("Catastrophic overfitting (the held-out PGD accuracy falling under half its best): " +
                (f"seen in {co} run(s); see the monitor figure." if co else "not seen in any run."))
+    out.append(f"Settings that differ from the paper: CIFAR-10 with a small `{p['model']['arch']}` net on "
+               f"{p['data']['train_limit'] or 50000:,} images for {p['train']['epochs']} epochs instead of ImageNet "
+               f"ResNet-50 for the full schedule; evaluation with PGD-{p['eval']['steps'][-1]} and its worst case "
+               "(the paper: PGD up to 200 steps); label smoothing "
+               f"{p['train']['label_smoothing']:g}. Compare differences between arms, not levels.")
     return " ".join(out)
+
+
+TITLE = "Smooth Adversarial Training (Xie et al. 2020)"
+
+
+def claims(ctx: Context) -> list:
+    from ..render import Claim
+    m, run_ = ctx.metrics("sat"), ctx.runs().get("sat")
+    paper, sec = "Xie et al. 2020", "## " + TITLE
+    head = ctx.anchors["xie"]["headline"]
+    gain = head["silu"][1] - head["relu"][1]
+    if m is None or run_ is None:
+        return [Claim(paper, "SiLU more robust than ReLU under PGD-1 training", gain, None, section=sec, signed=True)]
+    control, treatment = run_["params"]["primary"]
+    c = m["configs"][treatment]
+    out = [Claim(paper, f"{treatment} minus {control}: robust accuracy (ImageNet's gain; CIFAR-10 here)", gain,
+                 m[f"{treatment}_minus_{control}_mean"],
+                 m[f"{treatment}_minus_{control}_mean"] - m[f"{treatment}_minus_{control}_ci95"],
+                 m[f"{treatment}_minus_{control}_mean"] + m[f"{treatment}_minus_{control}_ci95"],
+                 f"{m['pairs']} pairs", 0.0, sec, signed=True),
+           Claim(paper, f"{treatment} minus {control}: clean accuracy (no cost)", head["silu"][0] - head["relu"][0],
+                 c[f"clean_minus_{control}_mean"], c[f"clean_minus_{control}_mean"] - c[f"clean_minus_{control}_ci95"],
+                 c[f"clean_minus_{control}_mean"] + c[f"clean_minus_{control}_ci95"], f"{c['seeds']} pairs", None,
+                 sec, signed=True)]
+    return out
