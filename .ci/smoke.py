@@ -3,6 +3,7 @@
     python .ci/smoke.py check      # CI: print `dvc metrics diff`, fail when a metric moves beyond .ci/tolerance.yaml
     python .ci/smoke.py baseline   # after a change that moves results on purpose: rewrite .ci/smoke-baseline/
     python .ci/smoke.py noise      # re-measure the machine noise the tolerance must absorb (.ci/noise/)
+    python .ci/smoke.py check --keep DIR   # ... and leave the scratch clone in DIR (CI's tests reuse its run)
 
 The scratch clone is a copy of this working tree (tracked files and untracked ones git does not ignore) in a
 temporary folder, committed as its own git repo. There params.yaml is replaced by profiles/smoke.yaml and the
@@ -68,6 +69,7 @@ def env_for(scratch: Path) -> dict:
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # `python` and `dvc` from this venv
     env["PYTHONPATH"] = str(scratch / "src")  # the scratch copy's library, not the editable install's
     env["DVC_NO_ANALYTICS"] = "1"
+    env["ADVREP_IMPORTS"] = str(scratch / ".imports")  # each stage records what it imported (tests/test_pipeline)
     mirror = ROOT.parent / "shared" / "datasets"
     if "ADVREP_DATA_MIRROR" not in env and (mirror / "cifar10.npz").is_file():
         env["ADVREP_DATA_MIRROR"] = str(mirror)
@@ -203,11 +205,16 @@ def noise_report(a: dict[str, dict], b: dict[str, dict], tol: dict) -> str:
 
 
 def main() -> int:
-    mode = sys.argv[1] if len(sys.argv) > 1 else "check"
+    args = sys.argv[1:]
+    mode = args[0] if args else "check"
+    keep = Path(args[args.index("--keep") + 1]).resolve() if "--keep" in args else None
     if mode not in ("check", "baseline", "noise"):
-        raise SystemExit(f"usage: {sys.argv[0]} check|baseline|noise")
+        raise SystemExit(f"usage: {sys.argv[0]} check|baseline|noise [--keep DIR]")
     with tempfile.TemporaryDirectory(prefix="advrep-smoke-") as tmp:
-        scratch = scratch_clone(Path(tmp))
+        if keep is not None:
+            shutil.rmtree(keep, ignore_errors=True)
+            keep.mkdir(parents=True)
+        scratch = scratch_clone(keep or Path(tmp))
         if mode == "check":
             if not any(BASELINE.glob("*.json")):
                 raise SystemExit(f"no baseline in {BASELINE}: run `make smoke-baseline` first")
@@ -216,6 +223,7 @@ def main() -> int:
         if mode == "noise":  # the same code and params on other kernels' reduction order: one thread, not two
             env["OMP_NUM_THREADS"] = "1"
         seconds = repro(scratch, env)
+        (scratch / ".smoke_seconds").write_text(f"{seconds:.1f}\n")
         print(f"smoke pipeline: dvc repro took {seconds:.0f} s")
         if mode in ("baseline", "noise"):
             dst = BASELINE if mode == "baseline" else NOISE / "threads1"

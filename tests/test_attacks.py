@@ -220,3 +220,70 @@ def test_gradient_free_estimate_points_along_the_true_gradient():
     true, _ = A.autograd_oracle(model, "margin", False)(x, y)
     cos = F.cosine_similarity(est.flatten(1), true.flatten(1)).min()
     assert cos > 0.6  # 784 dims, 2000 antithetic pairs: expected cosine ~ sqrt(2000/784)/... well above chance (~0.04)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# AutoAttack, the gradient-free attack, best iterates
+
+
+def test_autoattack_is_the_standard_version_and_lite_is_lighter():
+    import torchattacks
+
+    from advrep.attacks.autoattack import STANDARD, counts, standard_autoattack
+
+    model = linear_model()
+    got = counts(standard_autoattack(model, 0.1))
+    assert got == STANDARD
+    assert got["apgd_iter"] == got["apgd_t_iter"] == got["fab_iter"] == 100 and got["square_queries"] == 5000
+    assert got["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"] and got["apgd_t_targets"] == 9
+    lite = torchattacks.AutoAttack(model, norm="Linf", eps=0.1, version="standard", n_classes=10, seed=0)
+    assert [getattr(a, "steps", None) for a in lite._autoattack.attacks][:3] == [10, 10, 10]
+
+
+def test_autoattack_standard_matches_pgd_on_a_linear_model(mnist_small):
+    """On a softmax regression the loss is convex in x: AutoAttack can be no weaker than PGD, and both agree closely."""
+    model, te = mnist_small
+    x, y = te.x[:100], te.y[:100]
+    aa = A.autoattack(model, x, y, 0.1)
+    assert (aa - x).abs().max() <= 0.1 + 1e-6 and aa.min() >= 0 and aa.max() <= 1
+    with torch.no_grad():
+        acc_aa = (model(aa).argmax(1) == y).float().mean().item()
+    r = A.pgd(model, x, y, A.Linf(0.1), 100, 0.0025)
+    acc_pgd = 1 - r.success.float().mean().item()
+    assert acc_aa <= acc_pgd + 0.02
+
+
+def test_gradient_free_grows_its_samples_and_freezes_successes():
+    model = linear_model()
+    oracle = A.GradientFree(model, 0.1, [(2, 10), (4, 20), (100, 40)])
+    assert [oracle.samples(s) for s in (0, 1, 2, 3, 4, 99)] == [10, 10, 20, 20, 40, 40]
+    calls = []
+
+    class Spy(A.GradientFree):
+        def __call__(self, x_adv, labels):
+            calls.append((self.samples(self.calls), len(x_adv)))
+            return super().__call__(x_adv, labels)
+
+    torch.manual_seed(0)
+    x = torch.rand(32, 1, 28, 28)
+    y = model(x).argmax(1)
+    r = A.pgd(model, x, y, A.Linf(0.3), 6, 0.1, random_start=False, loss="margin", early_stop=True,
+              grad=Spy(model, 0.1, [(2, 10), (4, 20), (100, 40)]))
+    assert [c[0] for c in calls] == [10, 10, 20, 20, 40, 40][:len(calls)]
+    assert all(a[1] >= b[1] for a, b in zip(calls, calls[1:]))  # frozen examples leave the batch
+    assert r.success.float().mean() > 0.5  # a linear model falls to an estimated gradient too
+
+
+def test_transfer_keeps_each_examples_best_iterate_on_the_target():
+    torch.manual_seed(0)
+    src, tgt = linear_model(0), linear_model(1)
+    x = torch.rand(64, 1, 28, 28)
+    y = tgt(x).argmax(1)
+    r = A.pgd(src, x, y, A.Linf(0.2), 10, 0.05, best=True, judge=tgt)
+    with torch.no_grad():
+        ok = tgt(r.x).argmax(1) != y
+    assert torch.equal(ok, r.success)  # success is the target's, on the returned iterate
+    last = A.pgd(src, x, y, A.Linf(0.2), 10, 0.05)
+    with torch.no_grad():
+        ok_last = tgt(last.x).argmax(1) != y
+    assert ok.float().mean() >= ok_last.float().mean()

@@ -92,3 +92,32 @@ def test_bpda_attack_needs_its_twin_and_bypasses_kwta():
     xa = E.run_attack(spec, m, x, m(x).argmax(1), 0.1)
     assert (xa - x).abs().max() <= 0.1 + 1e-6 and xa.min() >= 0 and xa.max() <= 1
     assert not any(isinstance(mod, A.BPDA) for mod in m.modules())  # the model under test is untouched
+
+
+def test_matched_subset_keeps_the_clean_accuracy():
+    clean = torch.tensor([True] * 70 + [False] * 30)[torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    idx = E.matched_subset(clean, 20, seed=1)
+    assert len(idx) == 20 and len(set(idx.tolist())) == 20
+    assert clean[idx].float().mean().item() == pytest.approx(0.7)
+    assert torch.equal(idx, E.matched_subset(clean, 20, seed=1))
+
+
+def test_every_attack_runs_on_the_same_images_and_the_worst_case_is_a_row():
+    torch.manual_seed(0)
+    model = models.build({"arch": "mlp", "dataset": "mnist", "widths": [16]}).eval()
+    x = torch.rand(40, 1, 28, 28)
+    y = model(x).argmax(1)
+    specs = [E.AttackSpec("FGSM", kind="fgsm"), E.AttackSpec("PGD-5", steps=5),
+             E.AttackSpec("PGD-10 (subset)", steps=10, max_n=10, slow=True)]
+    ev = E.evaluate(model, x, y, specs, [0.0, 0.05], slow_eps=[0.05], seed=0)
+    t = ev.table
+    attacks_ = t[t["kind"] != "worst"]
+    assert set(attacks_["n"][attacks_["attack"] != "PGD-10 (subset)"]) == {40}
+    assert set(attacks_["n"][attacks_["attack"] == "PGD-10 (subset)"]) == {10}
+    w = t[(t["attack"] == E.WORST) & (t["eps"] == 0.05)].iloc[0]
+    per = t[(t["eps"] == 0.05) & t["attack"].isin(["FGSM", "PGD-5"])]
+    assert w["n"] == 40 and w["robust_acc"] <= per["robust_acc"].min() + 1e-9
+    ws = t[(t["attack"] == E.WORST_ALL) & (t["eps"] == 0.05)].iloc[0]
+    assert ws["n"] == 10
+    idx, ok = ev.correct[("PGD-10 (subset)", 0.05)]
+    assert len(idx) == 10 and len(ok) == 10

@@ -144,3 +144,32 @@ def test_kwta_models_record_gamma():
     assert m.config["gamma"] == 0.2
     assert [a.gamma for a in m.modules() if isinstance(a, models.KWTA)] == [0.2, 0.2, 0.2]
     assert "gamma" not in models.build({"arch": "mnist_cnn", "dataset": "mnist"}).config
+
+
+def test_blog_kwta_takes_its_threshold_from_the_first_example():
+    layer = models.BatchKWTA(gamma=0.25)
+    x = torch.tensor([[4.0, 3.0, 2.0, 1.0], [10.0, 0.5, 3.5, 2.5], [0.1, 0.2, 0.3, 0.4]])
+    out = layer(x)
+    # k = 1 of 4 units; example 0's largest value is 4: every example keeps its values >= 4
+    assert torch.equal(out, torch.tensor([[4.0, 0, 0, 0], [10.0, 0, 0, 0], [0, 0, 0, 0]]))
+    # the same example in another batch meets another function
+    alone = layer(x[1:2])
+    assert torch.equal(alone, torch.tensor([[10.0, 0, 0, 0]]))
+    assert torch.equal(layer(x[[2, 1]])[1], torch.tensor([10.0, 0.5, 3.5, 2.5]))  # threshold 0.4: keeps all
+    # with a batch of one it is the paper's per-example k-WTA
+    per = models.KWTA(gamma=0.25)
+    for row in x:
+        assert torch.equal(layer(row[None]), per(row[None]))
+
+
+def test_the_authors_mnist_layout_and_rbf():
+    torch.manual_seed(0)
+    m = models.build({"arch": "xiao_mnist", "activation": "kwta", "gamma": 0.1, "widths": [4, 4, 8, 8, 32],
+                      "dataset": "mnist"})
+    kinds = [type(l).__name__ for l in m.body]
+    assert kinds.count("KWTA") == 5 and "ReLU" not in kinds and "BatchNorm2d" not in kinds
+    assert [l.stride for l in m.body if isinstance(l, torch.nn.Conv2d)] == [(1, 1), (2, 2), (1, 1), (2, 2)]
+    assert m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    r = models.build({"arch": "rbf", "dataset": "mnist"})
+    far = r(torch.full((1, 1, 28, 28), 50.0))
+    assert far.max() < -10  # far from every centre, every class is unlikely

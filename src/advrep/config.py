@@ -282,6 +282,7 @@ class NetsExperiment(Stage):
     nets: list[NetConfig]
     optim: OptimConfig
     train: TrainConfig
+    train_limit: Optional[int] = Field(None, gt=0)  # a seeded subset of this many images of each training part
 
     _names = field_validator("nets")(lambda v: unique_names(v, "net"))
 

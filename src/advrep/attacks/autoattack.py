@@ -16,7 +16,7 @@ import logging
 import torch
 import torch.nn as nn
 
-from .loop import eval_mode
+from .loop import eval_mode, fast_layout
 
 STANDARD = {"attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "apgd_iter": 100, "apgd_t_iter": 100,
             "apgd_t_targets": 9, "fab_iter": 100, "fab_targets": 9, "square_queries": 5000}
@@ -41,11 +41,24 @@ def counts(aa) -> dict:
             "fab_targets": aa.fab.n_target_classes, "square_queries": aa.square.n_queries}
 
 
+class _ChannelsLast(nn.Module):
+    """The model run in channels-last layout on plain (NCHW-contiguous) inputs: ~1.5x faster convolutions on this
+    CPU, while the gradients pyautoattack reshapes with .view stay contiguous. Values are unchanged."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x)
+
+
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
                seed: int = 0, batch_size: int = 500) -> torch.Tensor:
     """Standard AutoAttack on the model in eval mode; returns the adversarial examples (x where it failed)."""
-    with eval_mode(model):
-        aa = standard_autoattack(model, eps, norm, seed)
+    convs = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    with eval_mode(model), fast_layout(model, x) as _:
+        aa = standard_autoattack(_ChannelsLast(model) if convs else model, eps, norm, seed)
         got = counts(aa)
         if got != STANDARD:  # a package update that changes the standard version must not pass unnoticed
             raise RuntimeError(f"pyautoattack's standard AutoAttack is not the reference one: {got} != {STANDARD}")

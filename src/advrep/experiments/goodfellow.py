@@ -196,7 +196,8 @@ def run(section: str, cfg: Params) -> None:
     t0 = time.time()
     device = train.pick_device(cfg.device)
     raw = Path("data/raw/mnist.npz")
-    trainset, test = data.load(raw, "train"), data.load(raw, "test", limit=cfg.n_eval)
+    trainset = data.subset(data.load(raw, "train"), cfg.train_limit, cfg.seed)
+    test = data.load(raw, "test", limit=cfg.n_eval)
     x, y = test.x.to(device), test.y.to(device)
     xp, yp = x[:cfg.pgd_n], y[:cfg.pgd_n]
     rows, curves, trained = [], [], {}

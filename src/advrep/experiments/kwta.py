@@ -48,6 +48,7 @@ class Net(Strict):
     name: str
     model: ModelConfig  # its activation is replaced by each of `activations`
     activations: list[str]
+    slow: Optional[list[str]] = None  # activations given the slow attacks (null: the stage's slow_for)
 
     @field_validator("activations")
     @classmethod
@@ -71,6 +72,7 @@ class Dataset(Strict):
     fgsm_eps: list[float] = Field(default_factory=list)  # extra FGSM-only eps (the blog's table)
     large_eps: float = Field(gt=0)  # any working attack must reach ~0% here
     slow_eps: list[float] = Field(default_factory=list)  # where the slow attacks (gradient-free, AutoAttack) run
+    attack_eps: dict[str, list[float]] = Field(default_factory=dict)  # attack name -> its own eps (overrides)
 
     _eps = field_validator("eps")(increasing_eps)
     _names = field_validator("nets")(lambda v: unique_names(v, "net"))
@@ -105,6 +107,11 @@ class Params(Stage):
         bad = [a for a in self.slow_for if a not in models.ACTIVATIONS]
         if bad:
             raise ValueError(f"slow_for: unknown activations {bad}")
+        names = {a.name for a in self.attacks}
+        for ds, d in self.datasets.items():
+            unknown = sorted(set(d.attack_eps) - names)
+            if unknown:
+                raise ValueError(f"datasets.{ds}.attack_eps: {unknown} are not attacks of the stage")
         return self
 
 
@@ -221,7 +228,7 @@ def fit(cfg: Params, ds: str, net: Net, act: str) -> dict:
             "test_acc": ev["acc"], "train_seconds": time.time() - t}
 
 
-def attack_specs(cfg: Params, d: Dataset, act: str, twin: Optional[nn.Module], via: Optional[nn.Module],
+def attack_specs(cfg: Params, d: Dataset, net: Net, act: str, twin: Optional[nn.Module], via: Optional[nn.Module],
                  partnered: Optional[nn.Module]) -> list[evaluate.AttackSpec]:
     """The configured attacks for one model. Transfer needs the ReLU twin, BPDA a k-WTA layer to bypass and EOT a
     batch-coupled one: where they would only repeat PGD they are left out."""
@@ -241,10 +248,12 @@ def attack_specs(cfg: Params, d: Dataset, act: str, twin: Optional[nn.Module], v
             if partnered is None:
                 continue
             kw["via"] = partnered
-        if a.slow and act not in cfg.slow_for:
+        if a.slow and act not in (cfg.slow_for if net.slow is None else net.slow):
             continue
         if a.kind == "fgsm":
             kw["eps"] = fgsm_eps  # the blog's FGSM table needs more eps than the rest
+        if a.name in d.attack_eps:
+            kw["eps"] = tuple(d.attack_eps[a.name])
         out.append(evaluate.AttackSpec(**kw))
     return out
 
@@ -284,7 +293,7 @@ def run(section: str, cfg: Params) -> None:
                     m.gamma, cfg.temperature, batch=isinstance(m, models.BatchKWTA))) if has else None
                 eot = next((a.partners for a in cfg.attacks if a.kind == "eot"), 8)
                 partnered = Partnered(model, pool, eot) if coupled else None
-                specs = attack_specs(cfg, d, act, relu if act != "relu" else None, via, partnered)
+                specs = attack_specs(cfg, d, net, act, relu if act != "relu" else None, via, partnered)
                 t = time.time()
                 # the batch-coupled model is attacked and scored in the blog's batches, in order (protocol a,
                 # unshuffled); the others in batches as large as is efficient

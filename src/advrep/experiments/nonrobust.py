@@ -168,6 +168,7 @@ def generate(model: nn.Module, images: Split, target: torch.Tensor, threat: atta
             log.info(f"{desc}: chunk {c + 1}/{n_chunks} done, success {got['success'].float().mean():.3f}")
         else:
             bar.update(hi - lo)
+            log.info(f"{desc}: chunk {c + 1}/{n_chunks} resumed from {resume.path(ck)}")
         deltas.append(got["delta"].float())
         oks.append(got["success"])
     bar.close()

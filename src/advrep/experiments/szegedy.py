@@ -344,6 +344,7 @@ def run(section: str, cfg: Params) -> None:
     full, test = data.load(raw, "train"), data.load(raw, "test")
     p1, p2 = halves(len(full), cfg.split_seed)
     parts = {"P1": data.Split(full.x[p1], full.y[p1], p1), "P2": data.Split(full.x[p2], full.y[p2], p2), "all": full}
+    parts = {k: data.subset(v, cfg.train_limit, cfg.seed) for k, v in parts.items()}
 
     nets, rows = {}, []
     for i, net in enumerate(cfg.nets):

@@ -1,0 +1,196 @@
+"""Throughput against the machine: for each model the default pipeline trains or attacks, training images/s and
+PGD image-steps/s of advrep beside (a) a plain eager PyTorch loop on the same model with torch's defaults, (b)
+torchattacks' PGD on the same model and images, and (c) the machine's measured fp32 matrix-multiply GFLOP/s on the
+same threads, with each model's FLOPs per image, so that the achieved fraction of that peak is printed.
+
+    python benchmarks/throughput.py            # writes reports/benchmarks/throughput.json, prints a table
+
+Run it on a quiet machine: two heavy jobs on two cores slow both. Every number is the best of `--repeats` timed
+runs after a warm-up (the minimum is the least disturbed measurement).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from advrep import attacks as A
+from advrep import models, robust, store, train
+from advrep.config import OptimConfig, TrainConfig
+
+# name: (models.build config, input shape, train batch, train recipe (amp, channels_last), attack eps)
+MODELS = {
+    "MNIST CNN (train_mnist, kwta twin)": ({"arch": "mnist_cnn", "widths": [32, 64, 128], "dataset": "mnist"},
+                                           (1, 28, 28), 128, dict(amp=False, channels_last=False), 0.1),
+    "MNIST CNN, k-WTA": ({"arch": "mnist_cnn", "widths": [32, 64, 128], "dataset": "mnist", "activation": "kwta",
+                          "gamma": 0.1}, (1, 28, 28), 200, dict(amp=False, channels_last=False), 0.1),
+    "CIFAR net 32/64/64 (train_cifar, nrf, kwta)": ({"arch": "cifar_cnn", "widths": [32, 64, 64],
+                                                     "dataset": "cifar10"}, (3, 32, 32), 512,
+                                                    dict(amp=False, channels_last=True), 8 / 255),
+    "CIFAR net 16/32/32 stem 16, PGD-1 (sat)": ({"arch": "cifar_cnn", "widths": [16, 32, 32, 16],
+                                                 "dataset": "cifar10"}, (3, 32, 32), 512,
+                                                dict(amp=True, channels_last=True, pgd1=True), 4 / 255),
+    "FC100-100-10 sigmoid (szegedy)": ({"arch": "mlp", "widths": [100, 100], "activation": "sigmoid",
+                                        "dataset": "mnist"}, (1, 28, 28), 128, dict(amp=False, channels_last=False),
+                                       0.1),
+    "maxout 240x240 (goodfellow)": ({"arch": "maxout", "widths": [240, 240], "dataset": "mnist"}, (1, 28, 28), 128,
+                                    dict(amp=False, channels_last=False), 0.25),
+}
+
+
+def best_of(fn, repeats: int) -> float:
+    fn()  # warm-up: first-call allocations, oneDNN kernel choice
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def matmul_gflops(repeats: int, n: int = 2048) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n ** 3 / best_of(lambda: a @ b, repeats) / 1e9
+
+
+def flops(model, x, train_step: bool) -> float:
+    """FLOPs of one pass (forward; forward + backward for a training step), per image."""
+    with FlopCounterMode(display=False) as fc:
+        if train_step:
+            F.cross_entropy(model(x), torch.zeros(len(x), dtype=torch.long)).backward()
+        else:
+            model(x)
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops() / len(x)
+
+
+def plain_train(spec, x, y, batches: int):
+    """A plain eager loop: the model as built, NCHW fp32, SGD, cross-entropy; no layout, no autocast."""
+    torch.manual_seed(0)
+    model = models.build(spec).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def run():
+        for i in range(batches):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return run
+
+
+def ours_train(spec, x, y, batches: int, recipe: dict):
+    """advrep's training step as train.fit runs it: the recipe's layout and autocast (and SAT's PGD-1 objective)."""
+    torch.manual_seed(0)
+    model = models.build(spec).train()
+    cfg = TrainConfig(epochs=1, batch_size=len(x), amp=recipe["amp"], channels_last=recipe["channels_last"])
+    dev = torch.device("cpu")
+    cl = cfg.channels_last and x.ndim == 4 and x.shape[1] > 1
+    if cl:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = train.make_optimizer(model, OptimConfig(lr=0.01))
+    amp = cfg.amp and train.bf16_native(dev)
+    objective = (robust.pgd_objective(A.Linf(4 / 255), 1, 4 / 255) if recipe.get("pgd1") else
+                 lambda m, xb, yb: F.cross_entropy(m(xb), yb))
+
+    def run():
+        for i in range(batches):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                loss = objective(model, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return run, amp
+
+
+def plain_pgd1_train(spec, x, y, batches: int):
+    """The eager baseline of a PGD-1 training step: one signed step from a random start, then the update."""
+    torch.manual_seed(0)
+    model = models.build(spec).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    eps = 4 / 255
+
+    def run():
+        for i in range(batches):
+            model.eval()
+            xa = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1).requires_grad_(True)
+            g, = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+            xa = (xa.detach() + eps * g.sign()).clamp(x - eps, x + eps).clamp(0, 1)
+            model.train()
+            loss = F.cross_entropy(model(xa), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return run
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batches", type=int, default=6, help="training steps per timed run")
+    ap.add_argument("--attack-n", type=int, default=500, help="images per attack")
+    ap.add_argument("--steps", type=int, default=10, help="PGD steps")
+    ap.add_argument("--out", type=Path, default=Path("reports/benchmarks/throughput.json"))
+    args = ap.parse_args()
+    import torchattacks
+
+    threads = torch.get_num_threads()
+    peak = matmul_gflops(args.repeats)
+    rows = []
+    # the plain baselines run before advrep tunes the allocator (tune_cpu_allocator changes the whole process)
+    plain = {}
+    for name, (spec, shape, bs, recipe, eps) in MODELS.items():
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.rand(bs, *shape, generator=g), torch.randint(0, 10, (bs,), generator=g)
+        fn = plain_pgd1_train(spec, x, y, args.batches) if recipe.get("pgd1") else plain_train(spec, x, y, args.batches)
+        plain[name] = bs * args.batches / best_of(fn, args.repeats)
+    train.tune_cpu_allocator()
+    for name, (spec, shape, bs, recipe, eps) in MODELS.items():
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.rand(bs, *shape, generator=g), torch.randint(0, 10, (bs,), generator=g)
+        run, amp = ours_train(spec, x, y, args.batches, recipe)
+        ours = bs * args.batches / best_of(run, args.repeats)
+        model = models.build(spec).eval()
+        per_train = flops(models.build(spec), x[:8], True) * (2 if recipe.get("pgd1") else 1)
+        per_fwd = flops(model, x[:8], False)
+        xa = torch.rand(args.attack_n, *shape, generator=g)
+        ya = torch.randint(0, 10, (args.attack_n,), generator=g)
+        step = 2.5 * eps / args.steps
+        ta = torchattacks.PGD(model, eps=eps, alpha=step, steps=args.steps, random_start=True)
+        t_ta = best_of(lambda: ta(xa, ya), args.repeats)
+        t_us = best_of(lambda: A.pgd(model, xa, ya, A.Linf(eps), args.steps, step), args.repeats)
+        steps_s = lambda t: args.attack_n * args.steps / t  # noqa: E731
+        attack_flops = 3 * per_fwd  # a PGD step: a forward and a backward to the input (about twice the forward)
+        rows.append({
+            "model": name, "train_batch": bs, "train_precision": "bf16 autocast" if amp else "fp32",
+            "train_layout": "channels-last" if recipe["channels_last"] and shape[0] > 1 else "NCHW",
+            "train_images_per_s": ours, "train_plain_eager_images_per_s": plain[name],
+            "train_vs_eager": ours / plain[name], "train_flops_per_image": per_train,
+            "train_fraction_of_peak": ours * per_train / (peak * 1e9),
+            "attack_image_steps_per_s": steps_s(t_us), "attack_torchattacks_image_steps_per_s": steps_s(t_ta),
+            "attack_vs_torchattacks": t_ta / t_us, "attack_flops_per_image_step": attack_flops,
+            "attack_fraction_of_peak": steps_s(t_us) * attack_flops / (peak * 1e9),
+        })
+        r = rows[-1]
+        print(f"{name}: train {r['train_images_per_s']:.0f} img/s ({r['train_vs_eager']:.2f}x eager, "
+              f"{100 * r['train_fraction_of_peak']:.1f}% of peak), PGD {r['attack_image_steps_per_s']:.0f} img-steps/s "
+              f"({r['attack_vs_torchattacks']:.2f}x torchattacks, {100 * r['attack_fraction_of_peak']:.1f}% of peak)",
+              flush=True)
+    out = {"machine": {"processor": platform.processor() or platform.machine(), "threads": threads,
+                       "torch": torch.__version__, "fp32_matmul_gflops": peak,
+                       "avx512_bf16": train.bf16_native(torch.device("cpu"))},
+           "settings": vars(args) | {"out": str(args.out)}, "models": rows,
+           "provenance": store.provenance("cpu")}
+    store.save_json(args.out, out)
+    print(f"fp32 matmul peak on {threads} threads: {peak:.0f} GFLOP/s; written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
