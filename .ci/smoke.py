@@ -113,28 +113,31 @@ def n_of(name: str, flat: dict[str, object]) -> int | None:
     return None
 
 
-def rule(name: str, tol: dict) -> str:
+def rule(name: str, tol: dict, path: str = "") -> str:
     leaf = name.split(".")[-1]
+    full = f"{path}:{name}" if path else name
     if leaf.endswith(tuple(tol.get("ignore_suffixes", []))):
         return "ignore"
-    if leaf in tol.get("exact", []) or any(fnmatch.fnmatch(name, p) for p in tol.get("exact_patterns", [])):
+    if leaf in tol.get("exact", []) or any(fnmatch.fnmatch(full, p) for p in tol.get("exact_patterns", [])):
         return "exact"
     return "number"
 
 
-def limit(name: str, old: float, new: float, flat: dict, tol: dict) -> tuple[float, str]:
-    """How far this metric may move, and why."""
-    n = n_of(name, flat)
+def limit(name: str, old: float, new: float, flat: dict, tol: dict, path: str = "") -> tuple[float, str]:
+    """How far this metric may move, and why. A named pattern of `relative` comes first (interval widths, counts
+    of flags), then the accuracy rule where an n is known (stored beside it, or `n_by_pattern`)."""
+    full = f"{path}:{name}" if path else name  # what the patterns match: 'reports/metrics/sat.json:pairs'
+    for pat, r in tol.get("relative", {}).items():
+        if pat != "default" and fnmatch.fnmatch(full, pat):
+            return r["abs"] + r["rel"] * max(abs(old), abs(new)), f"{pat}: rel {r['rel']} + abs {r['abs']}"
+    n = n_of(name, flat) or next((v for pat, v in tol.get("n_by_pattern", {}).items() if fnmatch.fnmatch(full, pat)),
+                                 None)
     acc = tol["accuracy"]
     if n is not None and 0 <= old <= 1 and 0 <= new <= 1:
         p = min(max((old + new) / 2, 1 / n), 1 - 1 / n)
         se = math.sqrt(2 * p * (1 - p) / n)  # s.e. of the difference of two accuracies on n images
         return max(acc["floor"], acc["z"] * se), f"{acc['z']} s.e. on n={n}"
-    for pat, r in tol.get("relative", {}).items():
-        if pat != "default" and fnmatch.fnmatch(name, pat):
-            break
-    else:
-        r = tol["relative"]["default"]
+    r = tol["relative"]["default"]
     return r["abs"] + r["rel"] * max(abs(old), abs(new)), f"rel {r['rel']} + abs {r['abs']}"
 
 
@@ -148,9 +151,11 @@ def judge(old: dict[str, dict], new: dict[str, dict], tol: dict) -> list[str]:
         if path not in old:
             failures.append(f"{path} is new: not in the baseline (run `make smoke-baseline`)")
             continue
+        if Path(path).name in tol.get("ignore_files", []):
+            continue
         fo, fn = flatten(old[path]), flatten(new[path])
         for name in sorted(set(fo) | set(fn)):
-            how = rule(name, tol)
+            how = rule(name, tol, path)
             if how == "ignore":
                 continue
             a, b = fo.get(name), fn.get(name)
@@ -162,7 +167,7 @@ def judge(old: dict[str, dict], new: dict[str, dict], tol: dict) -> list[str]:
                 if a != b:
                     failures.append(f"{path}:{name} changed {a!r} -> {b!r} (must not move)")
             else:
-                lim, why = limit(name, a, b, fo, tol)
+                lim, why = limit(name, a, b, fo, tol, path)
                 if abs(b - a) > lim:
                     failures.append(f"{path}:{name} moved {a:.4g} -> {b:.4g} (|change| {abs(b - a):.3g} > {lim:.3g}"
                                     f", {why})")

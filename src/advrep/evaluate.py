@@ -12,6 +12,7 @@ port is the kind `autoattack_lite`, under its own name.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -20,6 +21,9 @@ import torch
 import torch.nn as nn
 
 from . import attacks as A
+from . import store
+
+log = store.logger("evaluate")
 
 KINDS = ("fgsm", "pgd", "autoattack", "autoattack_lite", "gradfree", "transfer", "bpda", "eot")
 WHITE_BOX = ("fgsm", "pgd", "autoattack", "autoattack_lite")  # attacks that follow the model's own gradient
@@ -138,12 +142,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[Att
         xs, ys, cs = x[idx], y[idx], clean_ok[idx]
         threat_cls = A.THREATS[spec.norm]
         for e in grid:
+            t = time.time()
             parts = [run_attack(spec, model, xs[i:i + batch_size], ys[i:i + batch_size], e, seed or 0)
                      for i in range(0, len(xs), batch_size)]
             xa = torch.cat(parts)
             ok = predict(model, xa, batch_size) == ys
             dist = threat_cls(e).norm(xa - xs)
             correct[(spec.name, e)] = (idx, ok)
+            log.info(f"{spec.name} at eps {e:g} on {len(xs)} images: robust {ok.float().mean().item():.3f} "
+                     f"({time.time() - t:.1f}s)")
             rows.append(_row(spec.name, spec.kind, spec.norm, e, spec.steps, spec.restarts, spec.loss, cs, ok,
                              dist))
     if worst:

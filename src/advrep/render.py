@@ -7,7 +7,7 @@ figures with `ctx.figure`. Nothing here knows any experiment.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -43,12 +43,44 @@ class Context:
     def runs(self) -> dict[str, dict]:
         return {p.stem: json.loads(p.read_text()) for p in sorted((self.root / "runs").glob("*.json"))}
 
+    drawn: dict = field(default_factory=dict)  # figure name -> overlapping text found when it was drawn
+
     def figure(self, fig, name: str) -> str:
         path = self.root / "figures" / f"{name}.png"
         with atomic(path, "wb") as f:
             fig.savefig(f, format="png", dpi=self.dpi, bbox_inches="tight")
+        self.drawn[name] = overlaps(fig)
         plt.close(fig)
         return f"figures/{name}.png"
+
+
+def overlaps(fig) -> list[tuple[str, str]]:
+    """Pairs of drawn, non-empty texts of a figure whose boxes overlap by more than a pixel each way (tick labels
+    running into each other, a legend over a title or an axis label): what a reader cannot read."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    texts = list(fig.texts) + [t for lg in fig.legends for t in lg.get_texts() + [lg.get_title()]]
+    if getattr(fig, "_suptitle", None) is not None:
+        texts.append(fig._suptitle)
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        for axis in (ax.xaxis, ax.yaxis):
+            texts += [t.label1 for t in axis._update_ticks() if t.label1.get_visible()]  # the ticks drawn
+            texts.append(axis.label)
+        texts += [ax.title, ax._left_title, ax._right_title, *ax.texts]
+        if ax.get_legend() is not None:
+            texts += ax.get_legend().get_texts() + [ax.get_legend().get_title()]
+    texts = list({id(t): t for t in texts}.values())  # the suptitle is among fig.texts too
+    boxes = [(t, t.get_window_extent(r)) for t in texts if t.get_visible() and t.get_text().strip()]
+    out = []
+    for i, (a, ba) in enumerate(boxes):
+        for b, bb in boxes[i + 1:]:
+            w = min(ba.x1, bb.x1) - max(ba.x0, bb.x0)
+            h = min(ba.y1, bb.y1) - max(ba.y0, bb.y0)
+            if w > 1 and h > 1:
+                out.append((a.get_text(), b.get_text()))
+    return out
 
 
 def pct(x: float | None, digits: int = 1) -> str:

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from .config import Strict
 from .render import Claim, Context, anchor, ci, pct, table
-from .store import atomic, git_revision, save_json
+from .store import atomic, git_revision, logger, save_json
 
 ANCHORS = Path(__file__).with_name("anchors.yaml")
 
@@ -91,12 +91,12 @@ def scoreboard(ctx: Context, claims: list[Claim]) -> str:
 
 
 def write(root: str | Path, sections: Iterable[Callable[[Context], str]], dpi: int = 110,
-          claims: Iterable[Callable[[Context], list[Claim]]] = ()) -> Path:
+          claims: Iterable[Callable[[Context], list[Claim]]] = (), ctx: Context | None = None) -> Path:
     """Write reports/report.md and its figures from `sections` (each: Context -> markdown), with the scoreboard
     of `claims` (each: Context -> its paper's claims) first, and reports/metrics/scoreboard.json; return its
-    path."""
+    path. `ctx.drawn` says, per figure, which texts overlapped."""
     root = Path(root)
-    ctx = Context(root, dpi, anchors())
+    ctx = ctx or Context(root, dpi, anchors())
     body = [section(ctx) for section in sections]  # sections draw the figures the claims may not need
     rows = [c for f in claims for c in f(ctx)]
     profile = _profile(ctx)
@@ -113,6 +113,9 @@ def write(root: str | Path, sections: Iterable[Callable[[Context], str]], dpi: i
         *body,
         provenance_section(ctx),
     ]
+    for name, pairs in ctx.drawn.items():
+        if pairs:
+            logger("report").warning(f"figures/{name}.png: overlapping text {pairs[:3]}")
     path = root / "report.md"
     with atomic(path, "w") as f:
         f.write("\n".join(parts))
