@@ -18,7 +18,7 @@ endif
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test test-fast smoke smoke-baseline smoke-noise clean-venv
+.PHONY: setup repro test test-dryrun test-fast smoke smoke-baseline smoke-noise clean-venv
 
 setup: $(STAMP)
 
@@ -32,7 +32,10 @@ repro: setup
 	$(BIN)/dvc repro
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not dryrun"
+
+test-dryrun: setup
+	$(BIN)/python -m pytest -m dryrun
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"

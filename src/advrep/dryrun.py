@@ -17,7 +17,7 @@ import yaml
 # key -> shrunk value (a number is a cap: the smaller of it and the profile's value is kept; null stays null only
 # where the key means "all", so it is replaced too)
 RULES: dict[str, Any] = {
-    "train_limit": 96, "test_limit": 200, "n": 24, "pgd_n": 24, "curve_n": 48, "validation": 32, "rubbish_n": 32,
+    "train_limit": 96, "test_limit": 200, "n": 24, "n_eval": 48, "pgd_n": 24, "curve_n": 48, "validation": 32, "rubbish_n": 32,
     "epochs": 1, "batch_size": 32, "eval_batch_size": 64, "steps": 2, "search_steps": 2, "max_iter": 5,
     "restarts": 1, "max_n": 4, "autoattack_n": 4, "pool": 16, "members": 2, "directions": 4, "top": 4,
     "points": 5, "power_iterations": 3, "shuffles": 2, "partners": 2, "chunk": 48, "mechanism_seeds": 1,
@@ -42,7 +42,7 @@ def shrink(profile: dict) -> dict:
                 elif k in LISTS and isinstance(v, list):
                     d[k] = LISTS[k] if LISTS[k] is not None else v[:1]
                 elif k in RULES and (isinstance(v, (int, float)) and not isinstance(v, bool) or
-                                     (v is None and k.endswith("limit"))):
+                                     (v is None and (k.endswith("limit") or k in ("n", "n_eval")))):  # null: all
                     if k == "steps" and path and path[-1] == "attacker":
                         continue  # an adversarial-training attacker keeps its step count (PGD-1 stays PGD-1)
                     d[k] = RULES[k] if v is None else type(v)(min(v, RULES[k]))
