@@ -113,9 +113,18 @@ def n_of(name: str, flat: dict[str, object]) -> int | None:
     return None
 
 
+def qualified(path: str, name: str) -> str:
+    """What tolerance patterns match: 'reports/metrics/sat.json:pairs' (the bare name without a path)."""
+    return f"{path}:{name}" if path else name
+
+
+def relative(old: float, new: float, r: dict, why: str = "") -> tuple[float, str]:
+    return r["abs"] + r["rel"] * max(abs(old), abs(new)), f"{why}rel {r['rel']} + abs {r['abs']}"
+
+
 def rule(name: str, tol: dict, path: str = "") -> str:
     leaf = name.split(".")[-1]
-    full = f"{path}:{name}" if path else name
+    full = qualified(path, name)
     if leaf.endswith(tuple(tol.get("ignore_suffixes", []))):
         return "ignore"
     if leaf in tol.get("exact", []) or any(fnmatch.fnmatch(full, p) for p in tol.get("exact_patterns", [])):
@@ -126,10 +135,10 @@ def rule(name: str, tol: dict, path: str = "") -> str:
 def limit(name: str, old: float, new: float, flat: dict, tol: dict, path: str = "") -> tuple[float, str]:
     """How far this metric may move, and why. A named pattern of `relative` comes first (interval widths, counts
     of flags), then the accuracy rule where an n is known (stored beside it, or `n_by_pattern`)."""
-    full = f"{path}:{name}" if path else name  # what the patterns match: 'reports/metrics/sat.json:pairs'
+    full = qualified(path, name)
     for pat, r in tol.get("relative", {}).items():
         if pat != "default" and fnmatch.fnmatch(full, pat):
-            return r["abs"] + r["rel"] * max(abs(old), abs(new)), f"{pat}: rel {r['rel']} + abs {r['abs']}"
+            return relative(old, new, r, f"{pat}: ")
     n = n_of(name, flat) or next((v for pat, v in tol.get("n_by_pattern", {}).items() if fnmatch.fnmatch(full, pat)),
                                  None)
     acc = tol["accuracy"]
@@ -137,8 +146,7 @@ def limit(name: str, old: float, new: float, flat: dict, tol: dict, path: str = 
         p = min(max((old + new) / 2, 1 / n), 1 - 1 / n)
         se = math.sqrt(2 * p * (1 - p) / n)  # s.e. of the difference of two accuracies on n images
         return max(acc["floor"], acc["z"] * se), f"{acc['z']} s.e. on n={n}"
-    r = tol["relative"]["default"]
-    return r["abs"] + r["rel"] * max(abs(old), abs(new)), f"rel {r['rel']} + abs {r['abs']}"
+    return relative(old, new, tol["relative"]["default"])
 
 
 def judge(old: dict[str, dict], new: dict[str, dict], tol: dict) -> list[str]:
