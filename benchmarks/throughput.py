@@ -1,12 +1,14 @@
 """Throughput against the machine: for each model the default pipeline trains or attacks, training images/s and
-PGD image-steps/s of advrep beside (a) a plain eager PyTorch loop on the same model with torch's defaults, (b)
-torchattacks' PGD on the same model and images, and (c) the machine's measured fp32 matrix-multiply GFLOP/s on the
-same threads, with each model's FLOPs per image, so that the achieved fraction of that peak is printed.
+PGD image-steps/s of advrep beside (a) a plain eager PyTorch loop on the same model with torch's defaults (NCHW,
+fp32, torch's dense kernel, SGD's default update), (b) torchattacks' PGD on the same model and images (on torch's
+defaults, and on advrep's dense kernel: the loop alone), and (c) the machine's measured GEMM GFLOP/s on the same
+threads (torch's matmul and oneDNN's, fp32 and bf16; the higher of each is the peak), with each model's FLOPs per
+image, so that the achieved fraction of that peak is printed.
 
     python benchmarks/throughput.py            # writes reports/benchmarks/throughput.json, prints a table
 
-Run it on a quiet machine: two heavy jobs on two cores slow both. Every number is the best of `--repeats` timed
-runs after a warm-up (the minimum is the least disturbed measurement).
+Run it on a quiet machine: two heavy jobs on two cores slow both. Every number is the best of `--repeats` timed runs
+of at least MIN_SECONDS each, after a warm-up (the minimum is the least disturbed measurement).
 """
 from __future__ import annotations
 
@@ -43,19 +45,34 @@ MODELS = {
 }
 
 
+MIN_SECONDS = 0.5  # each timed run calls fn enough times to last this long: a 3 ms MLP step is noise otherwise
+
+
 def best_of(fn, repeats: int) -> float:
+    """Seconds per call of fn: the best of `repeats` timed runs, each of enough calls to last MIN_SECONDS."""
+    t = time.perf_counter()
     fn()  # warm-up: first-call allocations, oneDNN kernel choice
+    calls = max(1, round(MIN_SECONDS / max(time.perf_counter() - t, 1e-6)))
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - t) / calls)
     return min(times)
 
 
-def matmul_gflops(repeats: int, n: int = 2048) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n ** 3 / best_of(lambda: a @ b, repeats) / 1e9
+def matmul_gflops(repeats: int, n: int = 2048, dtype=torch.float32) -> dict[str, float]:
+    """The machine's GEMM rate two ways: torch's matmul (MKL on x86 wheels) and oneDNN's (a 1x1 convolution in
+    channels-last layout is a GEMM of [pixels, channels] by [channels, channels]). The higher is the peak the
+    fractions are taken of; on AMD CPUs the two differ by about 2x."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    mkl = 2 * n ** 3 / best_of(lambda: a @ b, repeats) / 1e9
+    c, hw = 512, 64  # 4,096 pixels x 512 channels x 512 channels
+    x = torch.randn(1, c, hw, hw, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(c, c, 1, 1, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    onednn = 2 * hw * hw * c * c / best_of(lambda: F.conv2d(x, w), repeats) / 1e9
+    return {"matmul": mkl, "onednn_gemm": onednn, "peak": max(mkl, onednn)}
 
 
 def flops(model, x, train_step: bool) -> float:
@@ -70,17 +87,19 @@ def flops(model, x, train_step: bool) -> float:
 
 
 def plain_train(spec, x, y, batches: int):
-    """A plain eager loop: the model as built, NCHW fp32, SGD, cross-entropy; no layout, no autocast."""
+    """A plain eager loop with torch's defaults: NCHW fp32, torch's dense kernel, SGD with its default update,
+    cross-entropy; no layout, no autocast."""
     torch.manual_seed(0)
     model = models.build(spec).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def run():
-        for i in range(batches):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        with models.torch_linear():
+            for i in range(batches):
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
     return run
 
 
@@ -116,6 +135,7 @@ def plain_pgd1_train(spec, x, y, batches: int):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     eps = 4 / 255
 
+    @models.torch_linear()
     def run():
         for i in range(batches):
             model.eval()
@@ -130,6 +150,18 @@ def plain_pgd1_train(spec, x, y, batches: int):
     return run
 
 
+def markdown(out: dict) -> str:
+    """The README's table, from the json."""
+    rows = ["| model | training img/s (precision, layout) | vs plain eager | of peak | PGD image-steps/s | "
+            "vs torchattacks (both on advrep's dense kernel) | of peak |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in out["models"]:
+        rows.append(f"| {r['model']} | {r['train_images_per_s']:,.0f} ({r['train_precision']}, {r['train_layout']}) | "
+                    f"{r['train_vs_eager']:.2f}x | {100 * r['train_fraction_of_peak']:.0f}% | "
+                    f"{r['attack_image_steps_per_s']:,.0f} | {r['attack_vs_torchattacks']:.2f}x "
+                    f"({r['attack_vs_torchattacks_same_dense_kernel']:.2f}x) | {100 * r['attack_fraction_of_peak']:.0f}% |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
@@ -141,7 +173,7 @@ def main() -> int:
     import torchattacks
 
     threads = torch.get_num_threads()
-    peak = matmul_gflops(args.repeats)
+    gemm = {"fp32": matmul_gflops(args.repeats), "bf16": matmul_gflops(args.repeats, dtype=torch.bfloat16)}
     rows = []
     # the plain baselines run before advrep tunes the allocator (tune_cpu_allocator changes the whole process)
     plain = {}
@@ -163,7 +195,9 @@ def main() -> int:
         ya = torch.randint(0, 10, (args.attack_n,), generator=g)
         step = 2.5 * eps / args.steps
         ta = torchattacks.PGD(model, eps=eps, alpha=step, steps=args.steps, random_start=True)
-        t_ta = best_of(lambda: ta(xa, ya), args.repeats)
+        with models.torch_linear():  # torchattacks as a user runs it: the model on torch's defaults
+            t_ta = best_of(lambda: ta(xa, ya), args.repeats)
+        t_ta_same = best_of(lambda: ta(xa, ya), args.repeats)  # and on advrep's dense kernel: the loop alone
         t_us = best_of(lambda: A.pgd(model, xa, ya, A.Linf(eps), args.steps, step), args.repeats)
         steps_s = lambda t: args.attack_n * args.steps / t  # noqa: E731
         attack_flops = 3 * per_fwd  # a PGD step: a forward and a backward to the input (about twice the forward)
@@ -172,10 +206,11 @@ def main() -> int:
             "train_layout": "channels-last" if recipe["channels_last"] and shape[0] > 1 else "NCHW",
             "train_images_per_s": ours, "train_plain_eager_images_per_s": plain[name],
             "train_vs_eager": ours / plain[name], "train_flops_per_image": per_train,
-            "train_fraction_of_peak": ours * per_train / (peak * 1e9),
+            "train_fraction_of_peak": ours * per_train / (gemm["bf16" if amp else "fp32"]["peak"] * 1e9),
             "attack_image_steps_per_s": steps_s(t_us), "attack_torchattacks_image_steps_per_s": steps_s(t_ta),
-            "attack_vs_torchattacks": t_ta / t_us, "attack_flops_per_image_step": attack_flops,
-            "attack_fraction_of_peak": steps_s(t_us) * attack_flops / (peak * 1e9),
+            "attack_vs_torchattacks": t_ta / t_us, "attack_vs_torchattacks_same_dense_kernel": t_ta_same / t_us,
+            "attack_flops_per_image_step": attack_flops,
+            "attack_fraction_of_peak": steps_s(t_us) * attack_flops / (gemm["fp32"]["peak"] * 1e9),
         })
         r = rows[-1]
         print(f"{name}: train {r['train_images_per_s']:.0f} img/s ({r['train_vs_eager']:.2f}x eager, "
@@ -183,12 +218,15 @@ def main() -> int:
               f"({r['attack_vs_torchattacks']:.2f}x torchattacks, {100 * r['attack_fraction_of_peak']:.1f}% of peak)",
               flush=True)
     out = {"machine": {"processor": platform.processor() or platform.machine(), "threads": threads,
-                       "torch": torch.__version__, "fp32_matmul_gflops": peak,
+                       "torch": torch.__version__, "gemm_gflops": gemm,
                        "avx512_bf16": train.bf16_native(torch.device("cpu"))},
            "settings": vars(args) | {"out": str(args.out)}, "models": rows,
            "provenance": store.provenance("cpu")}
     store.save_json(args.out, out)
-    print(f"fp32 matmul peak on {threads} threads: {peak:.0f} GFLOP/s; written to {args.out}")
+    print(markdown(out))
+    print(f"GEMM GFLOP/s on {threads} threads: " + "; ".join(
+        f"{k}: matmul {v['matmul']:.0f}, oneDNN {v['onednn_gemm']:.0f}" for k, v in gemm.items())
+        + f"; written to {args.out}")
     return 0
 
 

@@ -287,3 +287,12 @@ def test_transfer_keeps_each_examples_best_iterate_on_the_target():
     with torch.no_grad():
         ok_last = tgt(last.x).argmax(1) != y
     assert ok.float().mean() >= ok_last.float().mean()
+
+
+@pytest.mark.parametrize("threat", [A.Linf(0.1), A.L2(1.0)])
+def test_projector_is_project(threat):
+    """The per-attack projector (bounds computed once) gives exactly what `project` gives."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 1, 8, 8, generator=g)
+    xa = x + 0.5 * torch.randn(16, 1, 8, 8, generator=g)
+    assert torch.equal(threat.projector(x)(xa), threat.project(xa, x))

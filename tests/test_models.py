@@ -1,6 +1,7 @@
 """Models: shapes per architecture, normalisation inside the model, save/load round trip, activation factory."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from advrep import models
 from advrep.data import STATS
@@ -173,3 +174,29 @@ def test_the_authors_mnist_layout_and_rbf():
     r = models.build({"arch": "rbf", "dataset": "mnist"})
     far = r(torch.full((1, 1, 28, 28), 50.0))
     assert far.max() < -10  # far from every centre, every class is unlikely
+
+
+@pytest.mark.parametrize("batch,inp,out", [(64, 512, 512), (200, 3136, 128), (8, 784, 100)])
+def test_linear_on_onednn_matches_torch_linear(batch, inp, out):
+    """advrep's Linear (oneDNN's GEMM above a size, torch's kernel below) against F.linear: values and both
+    gradients agree to fp32 rounding, and the big products do take the oneDNN path."""
+    torch.manual_seed(0)
+    layer = models.Linear(inp, out)
+    x = torch.randn(batch, inp, requires_grad=True)
+    calls = []
+    real = F.conv2d
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(models.F, "conv2d", lambda *a, **k: calls.append(1) or real(*a, **k))
+        y = layer(x)
+    y.square().sum().backward()
+    gx, gw, gb = x.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()
+    x.grad = layer.weight.grad = layer.bias.grad = None
+    ref = F.linear(x, layer.weight, layer.bias)
+    ref.square().sum().backward()
+    assert bool(calls) == (batch >= layer.MIN_BATCH and batch * inp * out >= layer.MIN_MACS)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-4)
+    for a, b in ((gx, x.grad), (gw, layer.weight.grad), (gb, layer.bias.grad)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+    with models.torch_linear():
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+    assert models.Linear.ONEDNN

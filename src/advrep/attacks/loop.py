@@ -172,6 +172,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, step
         for _ in range(restarts):
             xs, ls = x[todo], labels[todo]
             xa = threat.random_start(xs) if random_start else xs.clone()
+            project = threat.projector(xs)
             run = _Best(xs) if best else None
             live = None  # None: every row is still updated (no indexing cost); else the rows still updated
             for _ in range(steps):
@@ -185,7 +186,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, step
                     keep = ~succeeded(logits, ls[rows], targeted)
                     live, g = rows[keep], g[keep]
                 if live is None:
-                    xa = threat.project(xa + step_size * threat.ascent(g), xs)
+                    xa = project(torch.add(xa, threat.ascent(g), alpha=step_size))
                 elif len(live):
                     xa[live] = threat.project(xa[live] + step_size * threat.ascent(g), xs[live])
                 else:

@@ -46,6 +46,11 @@ class Threat:
         """A random point of ball(x, eps) ∩ [0, 1]^d."""
         raise NotImplementedError
 
+    def projector(self, x: torch.Tensor):
+        """`project` onto the ball around this `x`, as a function of x_adv alone: the loop calls it every step, so a
+        norm can compute what depends only on x once."""
+        return lambda x_adv: self.project(x_adv, x)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(eps={self.eps:g})"
 
@@ -65,6 +70,11 @@ class Linf(Threat):
 
     def random_start(self, x):
         return (x + torch.empty_like(x).uniform_(-self.eps, self.eps)).clamp_(0, 1)
+
+    def projector(self, x):
+        # ball ∩ box is the box [max(x - eps, 0), min(x + eps, 1)]: one clamp a step, the same values as `project`
+        lo, hi = (x - self.eps).clamp_(min=0), (x + self.eps).clamp_(max=1)
+        return lambda x_adv: torch.clamp(x_adv, lo, hi)
 
 
 class L2(Threat):
