@@ -8,11 +8,13 @@ image, so that the achieved fraction of that peak is printed.
     python benchmarks/throughput.py            # writes reports/benchmarks/throughput.json, prints a table
 
 Run it on a quiet machine: two heavy jobs on two cores slow both. Every number is the best of `--repeats` timed runs
-of at least MIN_SECONDS each, after a warm-up (the minimum is the least disturbed measurement).
+of at least MIN_SECONDS each, after a warm-up (the minimum is the least disturbed measurement); a baseline and
+advrep's version are timed in turns (`in_turns`), so that the VM's drift does not enter their ratio.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import time
 from pathlib import Path
@@ -48,18 +50,23 @@ MODELS = {
 MIN_SECONDS = 0.5  # each timed run calls fn enough times to last this long: a 3 ms MLP step is noise otherwise
 
 
-def best_of(fn, repeats: int) -> float:
-    """Seconds per call of fn: the best of `repeats` timed runs, each of enough calls to last MIN_SECONDS."""
-    t = time.perf_counter()
-    fn()  # warm-up: first-call allocations, oneDNN kernel choice
-    calls = max(1, round(MIN_SECONDS / max(time.perf_counter() - t, 1e-6)))
-    times = []
-    for _ in range(repeats):
+def in_turns(fns: list, repeats: int) -> list[float]:
+    """Seconds per call of each fn, the best of `repeats` rounds in which every fn is timed in turn (ABAB...): on a
+    shared VM whose speed drifts over minutes, a baseline timed in one block and advrep in a later one would carry
+    the drift into their ratio."""
+    calls = []
+    for fn in fns:
         t = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - t) / calls)
-    return min(times)
+        fn()  # warm-up: first-call allocations, oneDNN kernel choice
+        calls.append(max(1, round(MIN_SECONDS / max(time.perf_counter() - t, 1e-6))))
+    best = [math.inf] * len(fns)
+    for _ in range(repeats):
+        for i, (fn, k) in enumerate(zip(fns, calls)):
+            t = time.perf_counter()
+            for _ in range(k):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - t) / k)
+    return best
 
 
 def matmul_gflops(repeats: int, n: int = 2048, dtype=torch.float32) -> dict[str, float]:
@@ -67,11 +74,11 @@ def matmul_gflops(repeats: int, n: int = 2048, dtype=torch.float32) -> dict[str,
     channels-last layout is a GEMM of [pixels, channels] by [channels, channels]). The higher is the peak the
     fractions are taken of; on AMD CPUs the two differ by about 2x."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    mkl = 2 * n ** 3 / best_of(lambda: a @ b, repeats) / 1e9
     c, hw = 512, 64  # 4,096 pixels x 512 channels x 512 channels
     x = torch.randn(1, c, hw, hw, dtype=dtype).contiguous(memory_format=torch.channels_last)
     w = torch.randn(c, c, 1, 1, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    onednn = 2 * hw * hw * c * c / best_of(lambda: F.conv2d(x, w), repeats) / 1e9
+    t_mkl, t_dnn = in_turns([lambda: a @ b, lambda: F.conv2d(x, w)], repeats)
+    mkl, onednn = 2 * n ** 3 / t_mkl / 1e9, 2 * hw * hw * c * c / t_dnn / 1e9
     return {"matmul": mkl, "onednn_gemm": onednn, "peak": max(mkl, onednn)}
 
 
@@ -175,19 +182,17 @@ def main() -> int:
     threads = torch.get_num_threads()
     gemm = {"fp32": matmul_gflops(args.repeats), "bf16": matmul_gflops(args.repeats, dtype=torch.bfloat16)}
     rows = []
-    # the plain baselines run before advrep tunes the allocator (tune_cpu_allocator changes the whole process)
+    # Baselines and advrep are timed in turns, in one process; so the plain loop also runs on advrep's allocator
+    # setting (tune_cpu_allocator is process-wide glibc state): the training ratios leave out its gain.
+    train.tune_cpu_allocator()
     plain = {}
     for name, (spec, shape, bs, recipe, eps) in MODELS.items():
         g = torch.Generator().manual_seed(0)
         x, y = torch.rand(bs, *shape, generator=g), torch.randint(0, 10, (bs,), generator=g)
-        fn = plain_pgd1_train(spec, x, y, args.batches) if recipe.get("pgd1") else plain_train(spec, x, y, args.batches)
-        plain[name] = bs * args.batches / best_of(fn, args.repeats)
-    train.tune_cpu_allocator()
-    for name, (spec, shape, bs, recipe, eps) in MODELS.items():
-        g = torch.Generator().manual_seed(0)
-        x, y = torch.rand(bs, *shape, generator=g), torch.randint(0, 10, (bs,), generator=g)
+        base = plain_pgd1_train(spec, x, y, args.batches) if recipe.get("pgd1") else plain_train(spec, x, y, args.batches)
         run, amp = ours_train(spec, x, y, args.batches, recipe)
-        ours = bs * args.batches / best_of(run, args.repeats)
+        t_plain, t_ours = in_turns([base, run], args.repeats)
+        plain[name], ours = bs * args.batches / t_plain, bs * args.batches / t_ours
         model = models.build(spec).eval()
         per_train = flops(models.build(spec), x[:8], True) * (2 if recipe.get("pgd1") else 1)
         per_fwd = flops(model, x[:8], False)
@@ -195,10 +200,12 @@ def main() -> int:
         ya = torch.randint(0, 10, (args.attack_n,), generator=g)
         step = 2.5 * eps / args.steps
         ta = torchattacks.PGD(model, eps=eps, alpha=step, steps=args.steps, random_start=True)
-        with models.torch_linear():  # torchattacks as a user runs it: the model on torch's defaults
-            t_ta = best_of(lambda: ta(xa, ya), args.repeats)
-        t_ta_same = best_of(lambda: ta(xa, ya), args.repeats)  # and on advrep's dense kernel: the loop alone
-        t_us = best_of(lambda: A.pgd(model, xa, ya, A.Linf(eps), args.steps, step), args.repeats)
+        def ta_defaults():  # torchattacks as a user runs it: the model on torch's defaults
+            with models.torch_linear():
+                ta(xa, ya)
+
+        t_ta, t_ta_same, t_us = in_turns([ta_defaults, lambda: ta(xa, ya),  # and on advrep's kernel: the loop alone
+                                          lambda: A.pgd(model, xa, ya, A.Linf(eps), args.steps, step)], args.repeats)
         steps_s = lambda t: args.attack_n * args.steps / t  # noqa: E731
         attack_flops = 3 * per_fwd  # a PGD step: a forward and a backward to the input (about twice the forward)
         rows.append({
