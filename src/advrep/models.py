@@ -226,9 +226,9 @@ class Linear(nn.Linear):
     """nn.Linear (same parameters, same state dict) whose product runs through oneDNN on a CPU when that is faster.
 
     On this project's AMD CPUs, torch's CPU matmul (MKL) reaches ~200 GFLOP/s in fp32 on 2 threads, about an AVX2
-    rate, while oneDNN's GEMM reaches ~400 (both measured by benchmarks/throughput.py). A dense layer is a 1x1 convolution over a
-    1 x batch image in channels-last layout, which is the same memory as the [batch, features] matrix, so oneDNN
-    computes it with no copy. It pays from about 16M multiply-adds per call and a batch of 64 (measured fwd+bwd:
+    rate, while oneDNN's GEMM reaches ~400 (both measured by benchmarks/throughput.py). A dense layer is a 1x1
+    convolution over a 1 x batch image in channels-last layout, which is the same memory as the [batch, features]
+    matrix, so oneDNN computes it with no copy. It pays from about 16M multiply-adds per call and a batch of 64 (measured fwd+bwd:
     1.3-2.0x above that, 0.4-1.0x on smaller products, where MKL keeps them); the values are fp32 either way, the
     rounding is another summation order. `ONEDNN = False` gives torch's default kernel (the benchmark's baseline).
     """

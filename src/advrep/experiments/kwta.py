@@ -528,10 +528,11 @@ def section(ctx: Context) -> str:
     rb = ctx.anchors["xiao"]["robustbench"]
     trow = []
     if tr is not None:
-        for (ds, net, mm), g in tr.groupby(["dataset", "net", "activation"], sort=False):
+        for (ds, net, mm), _ in tr.groupby(["dataset", "net", "activation"], sort=False):
             gap = _clean_gap(clean, ds, net, mm)
-            trow.append({"data": ds, "net": net, "model": NAMES.get(mm, mm), "epochs": int(g["epoch"].max()),
-                         "epochs near chance": int((g["test_acc"] < CHANCE_PLUS).sum()),
+            slow, epochs = _near_chance(tr, ds, net, mm)
+            trow.append({"data": ds, "net": net, "model": NAMES.get(mm, mm), "epochs": epochs,
+                         "epochs near chance": slow,
                          "clean test acc": pct(clean.get((ds, net, mm))),
                          "minus ReLU twin": "–" if mm == "relu" or gap is None else f"{-100 * gap:+.1f}"})
     unfair = comparability(clean, tr, p, ctx.anchors["xiao"]["cifar_setting"])
@@ -569,6 +570,14 @@ def _clean_gap(clean, ds: str, net: str, model: str) -> float | None:
     return None if twin is None or own is None else twin - own
 
 
+def _near_chance(tr, ds: str, net: str, act: str) -> tuple[int, int]:
+    """(epochs whose test accuracy was below CHANCE_PLUS, epochs trained) of one model's training history."""
+    if tr is None:
+        return 0, 0
+    g = tr[(tr["dataset"] == ds) & (tr["net"] == net) & (tr["activation"] == act)]
+    return int((g["test_acc"] < CHANCE_PLUS).sum()), int(g["epoch"].max()) if len(g) else 0
+
+
 def _comparable(clean, ds: str, net: str, model: str) -> bool:
     """Within MAX_CLEAN_GAP of the ReLU twin's clean accuracy (or no twin to compare with)."""
     gap = _clean_gap(clean, ds, net, model)
@@ -583,13 +592,10 @@ def comparability(clean, tr, p: dict, setting: dict) -> str:
     for (ds, net, mm), acc in clean.items():
         gap = _clean_gap(clean, ds, net, mm)
         if mm != "relu" and gap is not None and gap > MAX_CLEAN_GAP:
-            g = tr[(tr["dataset"] == ds) & (tr["net"] == net) & (tr["activation"] == mm)] if tr is not None else None
-            slow = int((g["test_acc"] < CHANCE_PLUS).sum()) if g is not None and len(g) else 0
-            twin = (int((tr[(tr["dataset"] == ds) & (tr["net"] == net) & (tr["activation"] == "relu")]["test_acc"]
-                         < CHANCE_PLUS).sum()) if tr is not None else 0)
+            slow, epochs = _near_chance(tr, ds, net, mm)
+            twin, _ = _near_chance(tr, ds, net, "relu")
             bad.append(f"{ds} {net} {NAMES.get(mm, mm)} ({100 * acc:.1f}% against {100 * clean[(ds, net, 'relu')]:.1f}%, "
-                       f"{100 * gap:.1f} points; {slow} of its {int(g['epoch'].max()) if g is not None and len(g) else 0} "
-                       f"epochs near chance, the twin's {twin})")
+                       f"{100 * gap:.1f} points; {slow} of its {epochs} epochs near chance, the twin's {twin})")
     if not bad:
         return (f"Every k-WTA net is within {100 * MAX_CLEAN_GAP:.0f} points of its ReLU twin's clean accuracy, so "
                 "their robustness compares like with like.")
