@@ -50,6 +50,16 @@ MODELS = {
 MIN_SECONDS = 0.5  # each timed run calls fn enough times to last this long: a 3 ms MLP step is noise otherwise
 
 
+def cpu_model() -> str:
+    """The CPU's name (/proc/cpuinfo): rates and ratios differ between an AMD EPYC and an Intel Xeon."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                        platform.machine())
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
 def in_turns(fns: list, repeats: int) -> list[float]:
     """Seconds per call of each fn, the best of `repeats` rounds in which every fn is timed in turn (ABAB...): on a
     shared VM whose speed drifts over minutes, a baseline timed in one block and advrep in a later one would carry
@@ -83,12 +93,16 @@ def matmul_gflops(repeats: int, n: int = 2048, dtype=torch.float32) -> dict[str,
 
 
 def flops(model, x, train_step: bool) -> float:
-    """FLOPs of one pass (forward; forward + backward for a training step), per image."""
+    """FLOPs per image of a training step (forward + backward to the weights and activations) or of an attack step
+    (forward + backward to the input only: no weight gradients), as torch's counter counts them."""
+    y = torch.zeros(len(x), dtype=torch.long)
     with FlopCounterMode(display=False) as fc:
         if train_step:
-            F.cross_entropy(model(x), torch.zeros(len(x), dtype=torch.long)).backward()
-        else:
-            model(x)
+            F.cross_entropy(model(x), y).backward()
+        else:  # frozen weights: backward reaches the input alone, as autograd.grad(loss, x_adv) does in an attack
+            with A.eval_mode(model):
+                xa = x.clone().requires_grad_(True)
+                F.cross_entropy(model(xa), y).backward()
     model.zero_grad(set_to_none=True)
     return fc.get_total_flops() / len(x)
 
@@ -116,7 +130,7 @@ def ours_train(spec, x, y, batches: int, recipe: dict):
     model = models.build(spec).train()
     cfg = TrainConfig(epochs=1, batch_size=len(x), amp=recipe["amp"], channels_last=recipe["channels_last"])
     dev = torch.device("cpu")
-    cl = cfg.channels_last and x.ndim == 4 and x.shape[1] > 1
+    cl = cfg.channels_last and x.ndim == 4 and x.shape[1] > 1  # as train.fit decides
     if cl:
         model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -176,6 +190,7 @@ def main() -> int:
     ap.add_argument("--attack-n", type=int, default=500, help="images per attack")
     ap.add_argument("--steps", type=int, default=10, help="PGD steps")
     ap.add_argument("--out", type=Path, default=Path("reports/benchmarks/throughput.json"))
+    ap.add_argument("--only", default="", help="time only the models whose name contains this text")
     args = ap.parse_args()
     import torchattacks
 
@@ -187,6 +202,8 @@ def main() -> int:
     train.tune_cpu_allocator()
     plain = {}
     for name, (spec, shape, bs, recipe, eps) in MODELS.items():
+        if args.only not in name:
+            continue
         g = torch.Generator().manual_seed(0)
         x, y = torch.rand(bs, *shape, generator=g), torch.randint(0, 10, (bs,), generator=g)
         base = plain_pgd1_train(spec, x, y, args.batches) if recipe.get("pgd1") else plain_train(spec, x, y, args.batches)
@@ -194,12 +211,17 @@ def main() -> int:
         t_plain, t_ours = in_turns([base, run], args.repeats)
         plain[name], ours = bs * args.batches / t_plain, bs * args.batches / t_ours
         model = models.build(spec).eval()
-        per_train = flops(models.build(spec), x[:8], True) * (2 if recipe.get("pgd1") else 1)
-        per_fwd = flops(model, x[:8], False)
+        convnet = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        attack_flops = flops(model, x[:8], False)
+        # a PGD-1 training step is an attack step, then the training step on its output
+        per_train = flops(models.build(spec), x[:8], True) + (attack_flops if recipe.get("pgd1") else 0)
         xa = torch.rand(args.attack_n, *shape, generator=g)
         ya = torch.randint(0, 10, (args.attack_n,), generator=g)
         step = 2.5 * eps / args.steps
-        ta = torchattacks.PGD(model, eps=eps, alpha=step, steps=args.steps, random_start=True)
+        # torchattacks on its own copy (same weights): nothing advrep does to its model's layout can reach it
+        theirs = models.build(spec).eval()
+        theirs.load_state_dict(model.state_dict())
+        ta = torchattacks.PGD(theirs, eps=eps, alpha=step, steps=args.steps, random_start=True)
         def ta_defaults():  # torchattacks as a user runs it: the model on torch's defaults
             with models.torch_linear():
                 ta(xa, ya)
@@ -207,10 +229,9 @@ def main() -> int:
         t_ta, t_ta_same, t_us = in_turns([ta_defaults, lambda: ta(xa, ya),  # and on advrep's kernel: the loop alone
                                           lambda: A.pgd(model, xa, ya, A.Linf(eps), args.steps, step)], args.repeats)
         steps_s = lambda t: args.attack_n * args.steps / t  # noqa: E731
-        attack_flops = 3 * per_fwd  # a PGD step: a forward and a backward to the input (about twice the forward)
         rows.append({
             "model": name, "train_batch": bs, "train_precision": "bf16 autocast" if amp else "fp32",
-            "train_layout": "channels-last" if recipe["channels_last"] and shape[0] > 1 else "NCHW",
+            "train_layout": "channels-last" if recipe["channels_last"] and convnet else "NCHW",
             "train_images_per_s": ours, "train_plain_eager_images_per_s": plain[name],
             "train_vs_eager": ours / plain[name], "train_flops_per_image": per_train,
             "train_fraction_of_peak": ours * per_train / (gemm["bf16" if amp else "fp32"]["peak"] * 1e9),
@@ -224,7 +245,7 @@ def main() -> int:
               f"{100 * r['train_fraction_of_peak']:.1f}% of peak), PGD {r['attack_image_steps_per_s']:.0f} img-steps/s "
               f"({r['attack_vs_torchattacks']:.2f}x torchattacks, {100 * r['attack_fraction_of_peak']:.1f}% of peak)",
               flush=True)
-    out = {"machine": {"processor": platform.processor() or platform.machine(), "threads": threads,
+    out = {"machine": {"processor": cpu_model(), "threads": threads,
                        "torch": torch.__version__, "gemm_gflops": gemm,
                        "avx512_bf16": train.bf16_native(torch.device("cpu"))},
            "settings": vars(args) | {"out": str(args.out)}, "models": rows,

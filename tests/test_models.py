@@ -111,6 +111,58 @@ def test_kwta_keeps_the_k_largest_per_example_over_all_of_chw():
         torch.testing.assert_close(out[i].flatten()[top], x[i].flatten()[top])
 
 
+@pytest.mark.parametrize("layer", [models.KWTA(0.1), models.BatchKWTA(0.1)])
+def test_kwta_is_the_same_function_in_channels_last_and_keeps_the_layout(layer):
+    """The threshold is taken over each example's C*H*W values in memory order (no copy): the same values and the
+    same gradient as in NCHW, and a channels-last input stays channels-last (the attack loop runs conv nets so)."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 8, 7, 7, requires_grad=True)
+    xc = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    out, outc = layer(x), layer(xc)
+    assert outc.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, outc)
+    g = torch.randn_like(out)
+    out.backward(g)
+    outc.backward(g)
+    assert torch.equal(x.grad, xc.grad) and torch.equal(x.grad != 0, out != 0)  # gradient through the kept units
+
+
+def test_kwta_soft_kwta_and_maxout_equal_their_plain_formulas_exactly():
+    """The fast forms (threshold on the detached input in memory order, where() for the mask, max for maxout) are
+    the same function as the plain formulas, bit for bit, values and gradients: results made before them stand."""
+    torch.manual_seed(0)
+
+    def plain_kwta(x, k, first=False):
+        flat = x[:1].flatten(1) if first else x.flatten(1)
+        kth = flat.topk(k, dim=1, sorted=False).values.amin(1).view(-1, *([1] * (x.ndim - 1)))
+        return x * (x >= kth).to(x.dtype)
+
+    def check(fast, plain, x):
+        for inp in (x, x.contiguous(memory_format=torch.channels_last)) if x.ndim == 4 else (x,):
+            a, b = inp.detach().clone().requires_grad_(True), inp.detach().clone().requires_grad_(True)
+            ya, yb = fast(a), plain(b)
+            g = torch.randn_like(ya)
+            ya.backward(g)
+            yb.backward(g)
+            assert torch.equal(ya, yb) and torch.equal(a.grad, b.grad)
+
+    x = torch.randn(7, 8, 9, 9)
+    k = models.KWTA(0.1).k(8 * 81)
+    check(models.KWTA(0.1), lambda v: plain_kwta(v, k), x)
+    check(models.BatchKWTA(0.1), lambda v: plain_kwta(v, k, first=True), x)
+    check(models.KWTA(0.1), lambda v: plain_kwta(v, 12), torch.randn(7, 128))
+
+    def plain_soft(v, k=k, temperature=0.1):
+        flat = v.flatten(1)
+        low = flat.detach().topk(k + 1, dim=1, sorted=False).values.topk(2, dim=1, largest=False).values
+        t = ((low[:, 1] + low[:, 0]) / 2).view(-1, 1, 1, 1)
+        scale = (flat.std(1).detach() * temperature).clamp_min(1e-6).view_as(t)
+        return v * torch.sigmoid((v - t) / scale)
+    check(models.SoftKWTA(0.1, 0.1), plain_soft, x)
+    mx = models.Maxout(20, 6, 5)
+    check(mx, lambda v: mx.linear(v).view(len(v), 6, 5).amax(2), torch.randn(9, 20))
+
+
 def test_kwta_k_rounding_and_ties():
     k = models.KWTA(0.25)
     assert [k.k(n) for n in (1, 3, 4, 7, 8, 100)] == [1, 1, 1, 1, 2, 25]  # floor, at least one
@@ -185,7 +237,7 @@ def test_linear_on_onednn_matches_torch_linear(batch, inp, out):
     x = torch.randn(batch, inp, requires_grad=True)
     calls = []
     real = F.conv2d
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, models.onednn_linear(True):  # whatever this CPU's default
         mp.setattr(models.F, "conv2d", lambda *a, **k: calls.append(1) or real(*a, **k))
         y = layer(x)
     y.square().sum().backward()
@@ -197,6 +249,7 @@ def test_linear_on_onednn_matches_torch_linear(batch, inp, out):
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-4)
     for a, b in ((gx, x.grad), (gw, layer.weight.grad), (gb, layer.bias.grad)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+    before = models.Linear.ONEDNN
     with models.torch_linear():
         assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
-    assert models.Linear.ONEDNN
+    assert models.Linear.ONEDNN == before

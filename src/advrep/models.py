@@ -116,16 +116,27 @@ class KWTA(nn.Module):
         return max(1, int(self.gamma * size))
 
     def threshold(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(1)
+        flat = _rows(x.detach())  # the mask is piecewise constant: no gradient flows through the threshold
         # the k-th largest is the smallest of the k largest: an unsorted top-k is 1.5x faster here than a sorted one
         kth = flat.topk(self.k(flat.shape[1]), dim=1, sorted=False).values.amin(1)
         return kth.view(-1, *([1] * (x.ndim - 1)))
 
     def forward(self, x):
-        return x * (x >= self.threshold(x)).to(x.dtype)
+        # where() keeps a bool mask for the backward pass (a multiply by a float mask cost a cast, a second tensor
+        # and a multiply each way) and, unlike masked_fill, keeps a channels-last input channels-last; same values
+        return torch.where(x >= self.threshold(x), x, 0.0)
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}"
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """x as [N, everything else] without a copy: per example, k-WTA ranks all C*H*W values, so their order does
+    not matter, and a channels-last batch is viewed in its own memory order (flatten(1) would copy it to NCHW's:
+    a sixth of a k-WTA net's attack step)."""
+    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).reshape(len(x), -1)
+    return x.flatten(1)
 
 
 class BatchKWTA(KWTA):
@@ -133,12 +144,12 @@ class BatchKWTA(KWTA):
     *first* example (over all of its units: C*H*W for a conv layer), and every example of the batch is masked with
     it, as `tf.math.top_k(x[0], k)` does in that code. Example 0 keeps k units; every other example keeps whatever
     exceeds example 0's threshold, anywhere from none to all. The output depends on the batch's size, order and
-    content (with a batch of one it is the paper's per-example k-WTA). Gradients pass through the threshold into
-    example 0 only. (The stored copy of the blog's code is incomplete; taking the k-th largest of the flattened
+    content (with a batch of one it is the paper's per-example k-WTA). No gradient flows through the threshold (the
+    mask is piecewise constant), so the coupling is invisible to an attacker's gradient. (The stored copy of the blog's code is incomplete; taking the k-th largest of the flattened
     x[0], one scalar, is our reading of its description.)"""
 
     def threshold(self, x: torch.Tensor) -> torch.Tensor:
-        first = x[0].flatten()
+        first = _rows(x.detach()[:1])[0]
         kth = first.topk(self.k(first.numel()), sorted=False).values.amin()
         return kth.view(*([1] * x.ndim))
 
@@ -155,15 +166,15 @@ class SoftKWTA(nn.Module):
         self.kwta, self.temperature, self.batch = KWTA(gamma), temperature, batch
 
     def forward(self, x):
-        flat = x.flatten(1)
+        flat = _rows(x.detach())
         k = self.kwta.k(flat.shape[1])
-        top = flat.detach().topk(min(k + 1, flat.shape[1]), dim=1, sorted=False).values
+        top = flat.topk(min(k + 1, flat.shape[1]), dim=1, sorted=False).values
         low = top.topk(min(2, top.shape[1]), dim=1, largest=False).values  # the (k+1)-th and the k-th largest
         t = (low[:, 1] + low[:, 0]) / 2 if k < flat.shape[1] else low[:, 0] - 1
         if self.batch:
             t = t[:1].expand(len(x))
         t = t.view(-1, *([1] * (x.ndim - 1)))
-        scale = (x.flatten(1).std(1).detach() * self.temperature).clamp_min(1e-6).view_as(t)
+        scale = (x.detach().flatten(1).std(1) * self.temperature).clamp_min(1e-6).view_as(t)  # NCHW order: its rounding
         return x * torch.sigmoid((x - t) / scale)
 
 
@@ -222,18 +233,32 @@ class Classifier(nn.Module):
         return self.body(self.norm(x))
 
 
+def _mkl_slow_cpu() -> bool:
+    """True on AMD CPUs, where MKL (torch's CPU matmul on x86 wheels) takes a slower code path than on Intel's:
+    measured here, fp32 on 2 threads, MKL 200 GFLOP/s against oneDNN's 456 on an AMD EPYC, and MKL 214-312 against
+    oneDNN 191-288 on an Intel Xeon (Ice Lake), where oneDNN's dense path made a maxout training step 1.4x slower.
+    Read from /proc/cpuinfo, not timed, so that the kernel (and with it the rounding) is the same on every run on
+    one machine."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("vendor_id") and "AuthenticAMD" in line for line in f)
+    except OSError:
+        return False
+
+
 class Linear(nn.Linear):
     """nn.Linear (same parameters, same state dict) whose product runs through oneDNN on a CPU when that is faster.
 
-    On this project's AMD CPUs, torch's CPU matmul (MKL) reaches ~200 GFLOP/s in fp32 on 2 threads, about an AVX2
-    rate, while oneDNN's GEMM reaches ~400 (both measured by benchmarks/throughput.py). A dense layer is a 1x1
-    convolution over a 1 x batch image in channels-last layout, which is the same memory as the [batch, features]
-    matrix, so oneDNN computes it with no copy. It pays from about 16M multiply-adds per call and a batch of 64 (measured fwd+bwd:
-    1.3-2.0x above that, 0.4-1.0x on smaller products, where MKL keeps them); the values are fp32 either way, the
-    rounding is another summation order. `ONEDNN = False` gives torch's default kernel (the benchmark's baseline).
+    On AMD CPUs, torch's CPU matmul (MKL) reaches ~200 GFLOP/s in fp32 on 2 threads, about an AVX2 rate, while
+    oneDNN's GEMM reaches ~450 (both measured by benchmarks/throughput.py); on Intel CPUs MKL is the faster of the
+    two, and torch's kernel is kept (`_mkl_slow_cpu`). A dense layer is a 1x1 convolution over a 1 x batch image in
+    channels-last layout, which is the same memory as the [batch, features] matrix, so oneDNN computes it with no
+    copy. On AMD it pays from about 16M multiply-adds per call and a batch of 64 (measured fwd+bwd: 1.3-2.0x above
+    that, 0.4-1.0x on smaller products, where MKL keeps them); the values are fp32 either way, the rounding is
+    another summation order. `ONEDNN = False` gives torch's default kernel (the benchmark's baseline).
     """
 
-    ONEDNN = True  # class-wide switch; see `torch_linear`
+    ONEDNN = _mkl_slow_cpu()  # class-wide switch; see `torch_linear`
     MIN_BATCH, MIN_MACS = 64, 1 << 24
 
     def forward(self, x):
@@ -246,13 +271,19 @@ class Linear(nn.Linear):
 
 
 @contextlib.contextmanager
-def torch_linear() -> Iterator[None]:
-    """Every advrep Linear on torch's default kernel while inside (the plain baselines of the benchmark)."""
-    was, Linear.ONEDNN = Linear.ONEDNN, False
+def onednn_linear(on: bool = True) -> Iterator[None]:
+    """Every advrep Linear on oneDNN's GEMM (on, above the size threshold) or on torch's kernel (off) while inside,
+    whatever this CPU's default (tests check both paths on any machine)."""
+    was, Linear.ONEDNN = Linear.ONEDNN, on
     try:
         yield
     finally:
         Linear.ONEDNN = was
+
+
+def torch_linear():
+    """Every advrep Linear on torch's default kernel while inside (the plain baselines of the benchmark)."""
+    return onednn_linear(False)
 
 
 def _dropout(p: float) -> list[nn.Module]:
@@ -293,7 +324,9 @@ class Maxout(nn.Module):
         self.linear = Linear(in_dim, units * pieces)
 
     def forward(self, x):
-        return self.linear(x).view(len(x), self.units, self.pieces).amax(2)
+        # max, not amax: the same values, and its backward scatters into the winning piece by index (amax's
+        # compares, counts and divides to split ties: 1.4x the layer's cost in an attack step, measured)
+        return self.linear(x).view(len(x), self.units, self.pieces).max(2).values
 
 
 def maxout_mlp(in_dim: int, widths: list[int], pieces: int = 5, classes: int = 10,
