@@ -409,7 +409,10 @@ def summarise(table, flags, protocol, verdicts, cfg: Params) -> dict:
 
 def claim(table, protocol, verdicts, cfg: Params) -> dict:
     """The blog's headline (MNIST, FGSM at claim_eps): the best k-WTA-minus-ReLU gap over the protocols and
-    layers, and the largest gap left under the protocol-aware attacks (every attack, worst case per example)."""
+    layers, and the largest gap left under the protocol-aware attacks (every attack, worst case per example).
+    `within_interval` compares that one largest point gap with its own interval's full width, which a slow attack's
+    small subset makes wide: the report does not read it, and says which edge is left from every cell of the
+    verdicts instead (`_edge_left`); it stays in the metrics, whose history `dvc metrics diff` compares."""
     e = cfg.claim_eps
     out = {"eps": e}
     fg = table[(table["dataset"] == "mnist") & (table["kind"] == "fgsm") & np.isclose(table["eps"], e)]
@@ -648,13 +651,18 @@ def reading(m: dict, verdicts, p: dict, blog: dict) -> str:
                    f"{100 * c['best_fgsm_gap']:+.1f} points ({c['best_fgsm_gap_where']}), so the blog's direction "
                    + ("is reproduced (at least 10 points) by that layer and protocol." if reached else
                       "is not reproduced by any of them (none reaches 10 points)."))
-    if "max_gap_adaptive" in c:
-        out.append(f"Under every attack, including the protocol-aware ones, the largest gap left is "
-                   f"{ci(c['max_gap_adaptive'], c['max_gap_adaptive_ci95'], signed=True)} "
-                   f"({c['max_gap_adaptive_where']}): " + (
-                       "within the interval's width: no k-WTA layer stays above its ReLU twin."
-                       if c["within_interval"] else "more than the interval's width: an edge the attacks here did "
-                       "not remove."))
+    edge = _edge_left(verdicts)
+    if edge is not None:
+        r, above, total = edge
+        where = f"{r.net} {NAMES.get(r.model, r.model)}, eps {r.eps:g}, n={int(r.all_n)}"
+        out.append("Under every attack, including the protocol-aware ones (the worst case per example, paired with "
+                   f"the ReLU twin over the same images), k-WTA stays above its twin in {above} of {total} MNIST "
+                   "cells (layer, eps) " + (
+                       f"and the strongest edge left is {ci(r.all_diff, r.all_ci95, signed=True)} ({where}): an edge "
+                       "the attacks here did not remove, so the adaptive attacks' claim is not reproduced at this "
+                       "attack strength." if above else
+                       f"(every interval reaches zero; largest gap {ci(r.all_diff, r.all_ci95, signed=True)}, "
+                       f"{where}): no k-WTA layer stays above its ReLU twin."))
     if verdicts is not None and len(verdicts):
         counts = verdicts["verdict"].value_counts().to_dict()
         out.append("Verdicts over every k-WTA model and eps: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".")
@@ -686,8 +694,25 @@ def claims(ctx: Context) -> list:
                 out.append(Claim(paper, f"FGSM {e:g}, MNIST: {NAMES.get(r.model, r.model)} minus ReLU ({r.net})",
                                  ref.get("kwta", np.nan) - ref.get("relu", np.nan) if ref else None,
                                  r.robust_acc - base["robust_acc"], lo, hi, f"n={int(r.n)} each", 0.0, sec, signed=True))
-    if "max_gap_adaptive" in c:
-        g, h = c["max_gap_adaptive"], c["max_gap_adaptive_ci95"]
-        out.append(Claim(paper, f"adaptive attacks leave k-WTA no edge over ReLU (largest gap, {c['max_gap_adaptive_where']})",
-                         0.0, g, g - h, g + h, "paired images", None, sec, signed=True))
+    edge = _edge_left(ctx.table("kwta_verdicts"))
+    if edge is not None:
+        r, _, _ = edge
+        g, h = r.all_diff, r.all_ci95
+        out.append(Claim(paper, "adaptive attacks leave k-WTA no edge over ReLU (MNIST, the strongest edge left)",
+                         0.0, g, g - h, g + h, f"{r.net} {r.model} at {r.eps:g}, paired, n={int(r.all_n)}", None,
+                         sec, signed=True))
     return out
+
+
+def _edge_left(verdicts) -> Optional[tuple]:
+    """Under every attack (the worst case per example), the MNIST cell (k-WTA model, eps) whose paired interval
+    over its ReLU twin has the highest lower end, with how many cells lie wholly above zero and how many there
+    are: the adaptive attacks' claim (no edge left) holds only if none does. Every cell counts, not the one
+    with the largest point gap, whose interval may be the widest (a slow attack's subset)."""
+    if verdicts is None or not len(verdicts):
+        return None
+    v = verdicts[verdicts["dataset"] == "mnist"]
+    if not len(v):
+        return None
+    lo = v["all_diff"] - v["all_ci95"]
+    return v.loc[lo.idxmax()], int((lo > 0).sum()), len(v)

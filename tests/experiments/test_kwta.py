@@ -1,0 +1,24 @@
+"""The k-WTA section's reading of its verdicts: which edge over the ReLU twin the adaptive attacks leave."""
+import pandas as pd
+
+from advrep.experiments import kwta
+
+
+def _verdicts(rows):
+    return pd.DataFrame([{"dataset": ds, "net": "cnn", "model": m, "eps": e, "all_diff": d, "all_ci95": h,
+                          "all_n": n, "verdict": "holds" if d > h else "masked"} for ds, m, e, d, h, n in rows])
+
+
+def test_the_edge_left_is_the_cell_surest_above_zero_not_the_largest_gap():
+    v = _verdicts([("mnist", "kwta", 0.15, 0.33, 0.20, 30),  # largest gap, but a wide interval (a slow subset)
+                   ("mnist", "kwta", 0.2, 0.17, 0.03, 500),  # smaller, and surely above zero
+                   ("mnist", "kwta_batch", 0.3, 0.02, 0.02, 200),  # reaches zero
+                   ("cifar10", "kwta", 0.03, 0.50, 0.01, 250)])  # not MNIST: not the claim's
+    row, above, total = kwta._edge_left(v)
+    assert (row.model, row.eps) == ("kwta", 0.2) and (above, total) == (2, 3)
+    text = kwta.reading({}, v, {}, {"mnist": {}})
+    assert "stays above its twin in 2 of 3 MNIST cells" in text and "eps 0.2, n=500" in text
+    none = _verdicts([("mnist", "kwta", 0.2, 0.01, 0.02, 500), ("mnist", "kwta", 0.3, -0.01, 0.02, 500)])
+    assert kwta._edge_left(none)[1] == 0
+    assert "no k-WTA layer stays above its ReLU twin" in kwta.reading({}, none, {}, {"mnist": {}})
+    assert kwta._edge_left(_verdicts([("cifar10", "kwta", 0.03, 0.5, 0.01, 250)])) is None
