@@ -51,13 +51,8 @@ MIN_SECONDS = 0.5  # each timed run calls fn enough times to last this long: a 3
 
 
 def cpu_model() -> str:
-    """The CPU's name (/proc/cpuinfo): rates and ratios differ between an AMD EPYC and an Intel Xeon."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                        platform.machine())
-    except OSError:
-        return platform.processor() or platform.machine()
+    """The CPU's name: rates and ratios differ between an AMD EPYC and an Intel Xeon."""
+    return models.cpu_info("model name") or platform.processor() or platform.machine()
 
 
 def in_turns(fns: list, repeats: int) -> list[float]:

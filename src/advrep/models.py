@@ -145,8 +145,9 @@ class BatchKWTA(KWTA):
     it, as `tf.math.top_k(x[0], k)` does in that code. Example 0 keeps k units; every other example keeps whatever
     exceeds example 0's threshold, anywhere from none to all. The output depends on the batch's size, order and
     content (with a batch of one it is the paper's per-example k-WTA). No gradient flows through the threshold (the
-    mask is piecewise constant), so the coupling is invisible to an attacker's gradient. (The stored copy of the blog's code is incomplete; taking the k-th largest of the flattened
-    x[0], one scalar, is our reading of its description.)"""
+    mask is piecewise constant), so the coupling is invisible to an attacker's gradient. (The stored copy of the
+    blog's code is incomplete; taking the k-th largest of the flattened x[0], one scalar, is our reading of its
+    description.)"""
 
     def threshold(self, x: torch.Tensor) -> torch.Tensor:
         first = _rows(x.detach()[:1])[0]
@@ -233,17 +234,22 @@ class Classifier(nn.Module):
         return self.body(self.norm(x))
 
 
+def cpu_info(field: str) -> str | None:
+    """One field of /proc/cpuinfo ('vendor_id', 'model name'), None where there is none (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(field)), None)
+    except OSError:
+        return None
+
+
 def _mkl_slow_cpu() -> bool:
     """True on AMD CPUs, where MKL (torch's CPU matmul on x86 wheels) takes a slower code path than on Intel's:
     measured here, fp32 on 2 threads, MKL 200 GFLOP/s against oneDNN's 456 on an AMD EPYC, and MKL 214-312 against
     oneDNN 191-288 on an Intel Xeon (Ice Lake), where oneDNN's dense path made a maxout training step 1.4x slower.
     Read from /proc/cpuinfo, not timed, so that the kernel (and with it the rounding) is the same on every run on
     one machine."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("vendor_id") and "AuthenticAMD" in line for line in f)
-    except OSError:
-        return False
+    return cpu_info("vendor_id") == "AuthenticAMD"
 
 
 class Linear(nn.Linear):
