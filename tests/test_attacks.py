@@ -137,6 +137,42 @@ def test_attack_leaves_a_conv_net_as_it_found_it():
     assert (A.Linf(8 / 255).norm(res.x - x) <= 8 / 255 + 1e-6).all()
 
 
+class _Coupled(nn.Module):
+    """A batch-dependent toy: logits shifted by the mean of the batch (every example's output moves with the
+    others'), recording the batch sizes it is called with."""
+
+    couples_batch = True
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.sizes = nn.Linear(4, 3), []
+
+    def forward(self, x):
+        self.sizes.append(len(x))
+        z = self.lin(x)
+        return z - 2 * z.mean(0, keepdim=True)
+
+
+@pytest.mark.parametrize("kw", [dict(early_stop=True), dict(early_stop=True, restarts=3), dict(best=True)])
+def test_a_batch_coupled_model_is_attacked_in_its_whole_batch(kw):
+    """Early stopping, best iterates and restarts on the unbroken examples would run the model in sub-batches:
+    a function it is never scored as. The loop keeps the batch whole, and what it reports is what scoring the
+    returned batch gives."""
+    torch.manual_seed(0)
+    model = _Coupled()
+    x = torch.rand(16, 4)
+    y = model(x).argmax(1)
+    model.sizes.clear()
+    res = A.pgd(model, x, y, A.Linf(0.3), 10, 0.05, **kw)
+    assert set(model.sizes) == {16}
+    with torch.no_grad():
+        assert torch.equal(res.success, model(res.x).argmax(1) != y)
+    assert A.couples_batch(models.build({"arch": "mnist_cnn", "dataset": "mnist", "widths": [4, 4, 8],
+                                         "activation": "kwta_batch", "gamma": 0.1}))
+    assert not A.couples_batch(models.build({"arch": "mnist_cnn", "dataset": "mnist", "widths": [4, 4, 8],
+                                             "activation": "kwta", "gamma": 0.1}))
+
+
 def test_bad_eps_is_refused():
     for bad in (-0.1, float("nan"), "8/255"):
         with pytest.raises(ValueError, match="eps must be a finite number"):

@@ -149,6 +149,8 @@ class BatchKWTA(KWTA):
     blog's code is incomplete; taking the k-th largest of the flattened x[0], one scalar, is our reading of its
     description.)"""
 
+    couples_batch = True  # the attack loop attacks its batches whole (attacks.loop.pgd)
+
     def threshold(self, x: torch.Tensor) -> torch.Tensor:
         first = _rows(x.detach()[:1])[0]
         kth = first.topk(self.k(first.numel()), sorted=False).values.amin()

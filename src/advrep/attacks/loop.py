@@ -52,6 +52,11 @@ def succeeded(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> tor
 # The loop
 
 
+def couples_batch(model: nn.Module) -> bool:
+    """Whether the model's output for an example depends on its batch partners (a module says so)."""
+    return any(getattr(m, "couples_batch", False) for m in model.modules())
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Run `model` in eval mode (BatchNorm uses running statistics) with frozen parameters, and restore both after.
@@ -151,11 +156,19 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, step
     best: return each example's strongest iterate over all steps (MadryLab's `use_best`), not the last one.
     judge: the model whose outputs decide success, the best iterate and early stopping, when it is not the model
       the gradients come from (a transfer attack: gradients of a surrogate, success on the target).
+
+    A model whose output for one example depends on the rest of its batch (a module with `couples_batch`, the
+    blog's k-WTA) is attacked in the batch as it is scored: every step on the whole batch, the final iterate, and
+    of the restarts the one that leaves the fewest examples correct. Early stopping, best iterates and restarts
+    on the unbroken examples would each run or judge it in another batch, a function it is never scored as.
     """
     if steps < 1 or restarts < 1:
         raise ValueError(f"steps and restarts must be >= 1, got steps={steps}, restarts={restarts}")
     targeted = target is not None
     labels = (target if targeted else y).to(x.device)
+    coupled = couples_batch(model) or (judge is not None and couples_batch(judge))
+    if coupled:
+        early_stop, best = False, False
     judged = contextlib.nullcontext() if judge is None else eval_mode(judge)
     with eval_mode(model), judged, fast_layout(model, x.detach()) as x:
         oracle = grad or autograd_oracle(model, loss, targeted)
@@ -196,6 +209,13 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, step
             if run is not None:
                 run.update(torch.arange(len(xs), device=x.device), xa, logits, ls, loss, targeted)
                 xa, logits = run.x, run.logits
+            if coupled:  # the batch is the unit: keep the restart that breaks the most of it
+                ok = succeeded(logits, ls, targeted)
+                if out.logits is None or ok.sum() > out.ok.sum():
+                    out.x, out.ok, out.logits = xa.detach().clone(), ok, logits.detach().float()
+                if out.ok.all():
+                    break
+                continue
             out.update(todo, xa, logits, ls, loss, targeted)
             todo = todo[~out.ok[todo]]
             if len(todo) == 0:

@@ -7,7 +7,8 @@ batch's first example masks every example), and the authors' MNIST layout (`xiao
 no ReLU, no BatchNorm, a wide dense layer with 1-D k-WTA). Every model is attacked with its own gradients (FGSM,
 PGD) and with attacks that do not trust them: BPDA through a smooth surrogate of the layer, PGD transferred from the
 ReLU twin, Tramer et al.'s gradient-free attack, standard AutoAttack, and for the batch-coupled layer EOT over random
-batch partners. All attacks of a model run on the same images; the worst case per example is a row.
+batch partners; the attack loop attacks the batch-coupled layer in its scoring batches, whole. All attacks of a model
+run on the same images; the worst case per example is a row.
 
 The batch-coupled layer's output depends on the batch it sits in, so an attack crafted in one batch layout and
 scored in another meets a function it never saw. The protocol study crafts FGSM and scores it (a) in the same
@@ -549,7 +550,10 @@ def section(ctx: Context) -> str:
         f"with a smooth surrogate (x·sigmoid((x - t)/T), T = {p['temperature']}·std); transfer runs PGD on the ReLU "
         "twin and keeps each example's best iterate on the target; the gradient-free attack is Tramer et al.'s "
         f"({_gradfree(p)}); AutoAttack is the standard version; EOT averages the batch-coupled model over random "
-        "batch partners.\n\n"
+        f"batch partners.{_restarted(p)} The blog's layer is attacked in the batches it is scored in, each batch "
+        "whole (no early stop, the final iterate, of the restarts the one that breaks the most of the batch): one "
+        "image's perturbation moves its partners' threshold, so a sub-batch is another function; AutoAttack and the "
+        "gradient-free estimate still evaluate it in batches of their own.\n\n"
         "**Training** (clean accuracy on the test images the attacks below run on, "
         f"{attacked}):\n\n{table(trow)}\n\n"
         f"{unfair}\n\n"
@@ -624,6 +628,18 @@ def _recipes(p: dict) -> str:
     return "; ".join(f"{ds}: {d['optim']['name'].upper()} LR {d['optim']['lr']:g}, {d['train']['epochs']} epochs, "
                      f"batch {d['train']['batch_size']}, {d['data']['train_limit'] or 'all'} images"
                      for ds, d in p["datasets"].items())
+
+
+def _restarted(p: dict) -> str:
+    """The attacks run from several random starts, and where."""
+    out = []
+    for a in p["attacks"]:
+        if a.get("restarts", 1) > 1:
+            where = "; ".join(f"{ds} at {', '.join(f'{e:g}' for e in d['attack_eps'][a['name']]) or 'none'}"
+                              for ds, d in p["datasets"].items() if a["name"] in d.get("attack_eps", {}))
+            out.append(f" {a['name']} is {a['kind'].upper()} from {a['restarts']} random starts, the strongest "
+                       f"kept" + (f" ({where})" if where else ""))
+    return ";".join(out) + ("." if out else "")
 
 
 def _gradfree(p: dict) -> str:
