@@ -173,6 +173,65 @@ def test_a_batch_coupled_model_is_attacked_in_its_whole_batch(kw):
                                              "activation": "kwta", "gamma": 0.1}))
 
 
+class _FirstCoupled(nn.Module):
+    """A toy coupled through its batch's first example only, as the blog's k-WTA is: every example's logits are
+    shifted by the first example's. Records the size and first row of every call."""
+
+    couples_batch = "first"
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.firsts = nn.Sequential(nn.Flatten(), nn.Linear(16, 10)), []
+
+    def forward(self, x):
+        self.firsts.append((len(x), x[0].detach().clone()))
+        z = self.lin(x)
+        return z - 0.5 * z[:1]
+
+
+@pytest.mark.parametrize("kw", [dict(early_stop=True), dict(early_stop=True, restarts=3), dict(best=True)])
+def test_a_first_coupled_model_is_attacked_behind_its_first_example(kw):
+    """Coupled through the first example only (the blog's k-WTA), the loop attacks that example alone and the rest
+    behind its result, with early stopping, best iterates and restarts; what it reports is what scoring the
+    returned batch whole gives."""
+    torch.manual_seed(0)
+    model = _FirstCoupled()
+    x = torch.rand(16, 1, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    model.firsts.clear()
+    res = A.pgd(model, x, y, A.Linf(0.3), 10, 0.05, **kw)
+    batches = [first for size, first in model.firsts if size > 1]
+    assert batches and all(torch.equal(first, res.x[0]) for first in batches)
+    with torch.no_grad():
+        assert torch.equal(res.success, model(res.x).argmax(1) != y)
+    assert A.coupled_through_first(models.build({"arch": "mnist_cnn", "dataset": "mnist", "widths": [4, 4, 8],
+                                                 "activation": "kwta_batch", "gamma": 0.1}))
+    assert not A.couples_batch(A.Anchored(model, x[:1]))
+
+
+def test_autoattack_attacks_a_first_coupled_model_as_it_is_scored():
+    """AutoAttack runs each attack on the survivors of the last: sub-batches whose first example, and so whose
+    function, differ from the scoring batch's. It attacks the first example alone, then the rest with that result in
+    front; every example it reports broken is broken when the returned batch is scored whole."""
+    torch.manual_seed(0)
+    model = _FirstCoupled()
+    x = torch.rand(12, 1, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    model.firsts.clear()
+    xa = A.autoattack(model, x, y, 0.3)
+    changed = (xa != x).flatten(1).any(1)
+    assert changed[1:].any()
+    batches = [first for size, first in model.firsts if size > 1]  # the first example alone comes in ones
+    assert batches and all(torch.equal(first, xa[0]) for first in batches)  # the rest always behind its result
+    with torch.no_grad():
+        broken = model(xa).argmax(1) != y
+    assert broken[changed].all()
+    with pytest.raises(ValueError, match="whole batch"):
+        A.autoattack(_Coupled(), x.flatten(1)[:, :4], y, 0.3)
+
+
 def test_bad_eps_is_refused():
     for bad in (-0.1, float("nan"), "8/255"):
         with pytest.raises(ValueError, match="eps must be a finite number"):
@@ -231,6 +290,11 @@ def test_bpda_value_of_forward_gradient_of_surrogate():
     assert torch.equal(out, torch.round(x.detach() * 4) / 4)
     out.sum().backward()
     assert torch.equal(x.grad, torch.ones(9))  # identity surrogate: gradient 1, where round() has gradient 0
+    calls = []
+    m.surrogate.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():  # values only (success checks, Square's queries): the surrogate is not run
+        assert torch.equal(m(x), out.detach())
+    assert not calls
 
 
 def test_with_bpda_wraps_a_copy_and_leaves_the_model_alone():

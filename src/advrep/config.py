@@ -207,7 +207,8 @@ class AttackConfig(Strict):
     """One attack of an evaluation (see evaluate.AttackSpec)."""
 
     name: str
-    kind: Literal["fgsm", "pgd", "autoattack", "autoattack_lite", "gradfree", "bpda", "transfer", "eot"]
+    kind: Literal["fgsm", "pgd", "autoattack", "autoattack_lite", "gradfree", "bpda", "transfer", "eot",
+                  "autoattack_bpda"]  # autoattack_bpda: the standard AutoAttack, gradients through BPDA
     norm: Literal["linf", "l2"] = "linf"
     steps: int = Field(20, gt=0)
     step_ratio: float = Field(2.5, gt=0)  # step size = step_ratio * eps / steps (Madry et al.'s rule)

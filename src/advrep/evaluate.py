@@ -25,9 +25,9 @@ from . import store
 
 log = store.logger("evaluate")
 
-KINDS = ("fgsm", "pgd", "autoattack", "autoattack_lite", "gradfree", "transfer", "bpda", "eot")
+KINDS = ("fgsm", "pgd", "autoattack", "autoattack_lite", "gradfree", "transfer", "bpda", "eot", "autoattack_bpda")
 WHITE_BOX = ("fgsm", "pgd", "autoattack", "autoattack_lite")  # attacks that follow the model's own gradient
-ADAPTIVE = ("transfer", "gradfree", "bpda", "eot")  # attacks that do not trust it
+ADAPTIVE = ("transfer", "gradfree", "bpda", "eot", "autoattack_bpda")  # attacks that do not trust it
 WORST = "worst case"  # per example, over the attacks that ran on every image
 WORST_ALL = "worst case, slow attacks included"  # over every attack, on the subset the slow ones ran on
 
@@ -59,7 +59,7 @@ class AttackSpec:
             raise ValueError(f"attack '{self.name}': unknown norm '{self.norm}', expected one of {sorted(A.THREATS)}")
         if self.kind == "transfer" and self.surrogate is None:
             raise ValueError(f"attack '{self.name}': a transfer attack needs a surrogate model")
-        if self.kind in ("bpda", "eot") and self.via is None:
+        if self.kind in ("bpda", "eot", "autoattack_bpda") and self.via is None:
             raise ValueError(f"attack '{self.name}': a {self.kind} attack needs the module to take gradients from "
                              "(attacks.with_bpda, or an EOT wrapper)")
         if self.steps < 1 or self.restarts < 1 or self.step_ratio <= 0:
@@ -83,6 +83,9 @@ def run_attack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Ten
         return A.fgsm(model, x, y, eps, loss=spec.loss).x
     if spec.kind == "autoattack":
         return A.autoattack(model, x, y, eps, spec.norm, seed=seed)
+    if spec.kind == "autoattack_bpda":  # the standard four, their gradients through the BPDA surrogate: the
+        # BPDA module's value is the model's own, so AutoAttack's success checks and Square's queries see the model
+        return A.autoattack(spec.via, x, y, eps, spec.norm, seed=seed)
     if spec.kind == "autoattack_lite":
         return A.autoattack_lite(model, x, y, eps, spec.norm, seed=seed)
     step = spec.step_ratio * eps / spec.steps

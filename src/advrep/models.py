@@ -149,7 +149,8 @@ class BatchKWTA(KWTA):
     blog's code is incomplete; taking the k-th largest of the flattened x[0], one scalar, is our reading of its
     description.)"""
 
-    couples_batch = True  # the attack loop attacks its batches whole (attacks.loop.pgd)
+    couples_batch = "first"  # through example 0 only: the loop attacks its batches whole (attacks.loop.pgd),
+    # AutoAttack the first example, then the rest with it fixed in front (attacks.autoattack)
 
     def threshold(self, x: torch.Tensor) -> torch.Tensor:
         first = _rows(x.detach()[:1])[0]

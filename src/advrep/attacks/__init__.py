@@ -12,11 +12,11 @@ Everything a caller needs is re-exported here: `from advrep import attacks as A;
 from .adaptive import BPDA, EOT, GradientFree, gradient_free, with_bpda
 from .autoattack import autoattack, autoattack_lite, standard_autoattack
 from .lbfgs import box_lbfgs, lbfgs, rms
-from .loop import (GradFn, Result, autograd_oracle, batched, couples_batch, eval_mode, fast_layout, fgsm, margin,
-                   objective, pgd, succeeded)
+from .loop import (Anchored, GradFn, Result, autograd_oracle, batched, by_anchor, couples_batch, coupled_through_first,
+                   eval_mode, fast_layout, fgsm, margin, objective, pgd, succeeded)
 from .threats import THREATS, L2, Linf, Threat, threat
 
 __all__ = ["BPDA", "EOT", "GradientFree", "gradient_free", "with_bpda", "autoattack", "autoattack_lite",
-           "standard_autoattack", "box_lbfgs", "lbfgs", "rms", "GradFn", "Result", "autograd_oracle", "batched",
-           "couples_batch", "eval_mode", "fast_layout", "fgsm", "margin", "objective", "pgd", "succeeded", "THREATS",
-           "L2", "Linf", "Threat", "threat"]
+           "standard_autoattack", "box_lbfgs", "lbfgs", "rms", "Anchored", "GradFn", "Result", "autograd_oracle",
+           "batched", "by_anchor", "couples_batch", "coupled_through_first", "eval_mode", "fast_layout", "fgsm",
+           "margin", "objective", "pgd", "succeeded", "THREATS", "L2", "Linf", "Threat", "threat"]

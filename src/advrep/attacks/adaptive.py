@@ -25,6 +25,8 @@ class BPDA(nn.Module):
 
     def forward(self, x):
         out = self.forward_module(x)
+        if not (torch.is_grad_enabled() and x.requires_grad):  # values only (success checks, Square's queries):
+            return out  # the surrogate would add its cost and nothing else
         s = self.surrogate(x)
         return s + (out - s).detach()  # value: out; d/dx: d surrogate / dx
 
@@ -102,8 +104,11 @@ def gradient_free(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat, st
                   sigma: float, samples: Sequence[tuple[int, int]] = ((20, 100), (40, 1000), (100, 20000))):
     """Tramer et al. 2020's gradient-free attack on k-WTA: `steps` signed steps of `step_size` along the
     antithetic Gaussian estimate of the margin loss's gradient (sampling scale `sigma`), no random start, each
-    example frozen at its first success; the sample count grows with the step (their 100 -> 1,000 -> 20,000)."""
-    from .loop import pgd
+    example frozen at its first success; the sample count grows with the step (their 100 -> 1,000 -> 20,000).
+    A model coupled through its batch's first example is attacked as `loop.pgd` attacks it (`loop.by_anchor`)."""
+    from .loop import by_anchor, coupled_through_first, pgd
 
+    if len(x) > 1 and coupled_through_first(model):  # the oracle is bound to the model: hold the first example
+        return by_anchor(gradient_free, model, x, y, threat, steps, step_size, sigma, samples)
     return pgd(model, x, y, threat, steps, step_size, random_start=False, loss="margin", early_stop=True,
                grad=GradientFree(model, sigma, samples))

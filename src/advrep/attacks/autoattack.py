@@ -16,7 +16,7 @@ import logging
 import torch
 import torch.nn as nn
 
-from .loop import eval_mode, fast_layout
+from .loop import Anchored, couples_batch, coupled_through_first, eval_mode, fast_layout
 
 STANDARD = {"attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "apgd_iter": 100, "apgd_t_iter": 100,
             "apgd_t_targets": 9, "fab_iter": 100, "fab_targets": 9, "square_queries": 5000}
@@ -55,7 +55,20 @@ class _ChannelsLast(nn.Module):
 
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
                seed: int = 0, batch_size: int = 500) -> torch.Tensor:
-    """Standard AutoAttack on the model in eval mode; returns the adversarial examples (x where it failed)."""
+    """Standard AutoAttack on the model in eval mode; returns the adversarial examples (x where it failed).
+    A model coupled through its batch's first example is attacked as it is scored, with x the scoring batch: the
+    first example alone (a batch of one is its own anchor), then the rest with that example's result in front."""
+    if len(x) == 1 or not couples_batch(model):
+        return _run(model, x, y, eps, norm, seed, batch_size)
+    if not coupled_through_first(model):
+        raise ValueError("AutoAttack attacks sub-batches: a model coupled through its whole batch is another function "
+                         "in each, and only coupling through the first example can be held fixed")
+    first = _run(model, x[:1], y[:1], eps, norm, seed, batch_size)  # a batch of one is its own anchor
+    return torch.cat([first, _run(Anchored(model, first), x[1:], y[1:], eps, norm, seed, batch_size)])
+
+
+def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, seed: int,
+         batch_size: int) -> torch.Tensor:
     convs = any(isinstance(m, nn.Conv2d) for m in model.modules())
     with eval_mode(model), fast_layout(model, x) as _:
         aa = standard_autoattack(_ChannelsLast(model) if convs else model, eps, norm, seed)

@@ -53,8 +53,45 @@ def succeeded(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> tor
 
 
 def couples_batch(model: nn.Module) -> bool:
-    """Whether the model's output for an example depends on its batch partners (a module says so)."""
+    """Whether the model's output for an example depends on its batch partners (a module says so, and no wrapper
+    around it holds its partners fixed: `Anchored`)."""
+    if getattr(model, "anchored", False):
+        return False
     return any(getattr(m, "couples_batch", False) for m in model.modules())
+
+
+def coupled_through_first(model: nn.Module) -> bool:
+    """Whether the model couples its batch, and only through the batch's first example (`couples_batch = "first"`,
+    the blog's k-WTA: that example's threshold masks the batch)."""
+    return couples_batch(model) and all(getattr(m, "couples_batch", False) in (False, "first")
+                                        for m in model.modules())
+
+
+class Anchored(nn.Module):
+    """A model coupled through its batch's first example, with that example (`anchor`) fixed in front of every
+    call. Given it, each other example's output is a function of itself alone: an attack may then run, stop early
+    and restart on any sub-batch and still meet exactly the function the whole batch is scored as."""
+
+    anchored = True
+
+    def __init__(self, model: nn.Module, anchor: torch.Tensor):
+        super().__init__()
+        self.model, self.anchor = model, anchor.detach()
+
+    def forward(self, x):
+        return self.model(torch.cat([self.anchor.to(x.dtype), x]))[1:]
+
+
+def by_anchor(attack: Callable[..., "Result"], model: nn.Module, x: torch.Tensor, y: torch.Tensor, *args,
+              target: Optional[torch.Tensor] = None, judge: Optional[nn.Module] = None, **kw) -> "Result":
+    """`attack` on a batch of a model coupled through its first example, as the batch is scored: the first example
+    alone (a batch of one is its own anchor), then the rest behind that example's result."""
+    def part(rows: slice, anchor: Optional[torch.Tensor]):
+        hold = (lambda m: m if anchor is None or m is None or not couples_batch(m) else Anchored(m, anchor))
+        extra = ({} if target is None else {"target": target[rows]}) | ({} if judge is None else {"judge": hold(judge)})
+        return attack(hold(model), x[rows], y[rows], *args, **extra, **kw)
+    first = part(slice(0, 1), None)
+    return Result.cat([first, part(slice(1, None), first.x)])
 
 
 @contextlib.contextmanager
@@ -157,16 +194,23 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, step
     judge: the model whose outputs decide success, the best iterate and early stopping, when it is not the model
       the gradients come from (a transfer attack: gradients of a surrogate, success on the target).
 
-    A model whose output for one example depends on the rest of its batch (a module with `couples_batch`, the
-    blog's k-WTA) is attacked in the batch as it is scored: every step on the whole batch, the final iterate, and
-    of the restarts the one that leaves the fewest examples correct. Early stopping, best iterates and restarts
-    on the unbroken examples would each run or judge it in another batch, a function it is never scored as.
+    A model whose output for one example depends on the rest of its batch (a module with `couples_batch`) is
+    attacked in the batch as it is scored. Coupled through the first example only (the blog's k-WTA), the first
+    example is attacked alone and the rest behind its result (`by_anchor`), each then a function of itself alone.
+    Coupled otherwise (or with a gradient oracle, which is bound to the model): every step on the whole batch, the
+    final iterate, and of the restarts the one that leaves the fewest examples correct. Early stopping, best
+    iterates and restarts on the unbroken examples would each run or judge it in another batch, a function it is
+    never scored as.
     """
     if steps < 1 or restarts < 1:
         raise ValueError(f"steps and restarts must be >= 1, got steps={steps}, restarts={restarts}")
+    through_first = [m for m in (model, judge) if m is not None and couples_batch(m)]
+    if len(x) > 1 and grad is None and through_first and all(coupled_through_first(m) for m in through_first):
+        return by_anchor(pgd, model, x, y, threat, steps, step_size, target=target, judge=judge, restarts=restarts,
+                         random_start=random_start, loss=loss, early_stop=early_stop, best=best)
     targeted = target is not None
     labels = (target if targeted else y).to(x.device)
-    coupled = couples_batch(model) or (judge is not None and couples_batch(judge))
+    coupled = len(x) > 1 and (couples_batch(model) or (judge is not None and couples_batch(judge)))
     if coupled:
         early_stop, best = False, False
     judged = contextlib.nullcontext() if judge is None else eval_mode(judge)

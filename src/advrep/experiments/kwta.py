@@ -6,9 +6,11 @@ paper's per-example k-WTA (`models.KWTA`), the blog's batch-coupled k-WTA (`mode
 batch's first example masks every example), and the authors' MNIST layout (`xiao_mnist`: k-WTA after every conv,
 no ReLU, no BatchNorm, a wide dense layer with 1-D k-WTA). Every model is attacked with its own gradients (FGSM,
 PGD) and with attacks that do not trust them: BPDA through a smooth surrogate of the layer, PGD transferred from the
-ReLU twin, Tramer et al.'s gradient-free attack, standard AutoAttack, and for the batch-coupled layer EOT over random
-batch partners; the attack loop attacks the batch-coupled layer in its scoring batches, whole. All attacks of a model
-run on the same images; the worst case per example is a row.
+ReLU twin, Tramer et al.'s gradient-free attack, standard AutoAttack on the model's own gradients and through the BPDA
+surrogate, and for the batch-coupled layer EOT over random batch partners. The attack loop attacks the batch-coupled
+layer in its scoring batches, whole; AutoAttack attacks the batch's first example alone, then the rest with it fixed
+in front (given it, each other example's output is its own function). All attacks of a model run on the same images;
+the worst case per example is a row.
 
 The batch-coupled layer's output depends on the batch it sits in, so an attack crafted in one batch layout and
 scored in another meets a function it never saw. The protocol study crafts FGSM and scores it (a) in the same
@@ -129,6 +131,8 @@ class Partnered(nn.Module):
     averages the logits of the inputs. Its gradient is Expectation over Transformation over the partners, the
     adaptive attack for a batch-dependent defence."""
 
+    anchored = True  # the partner in front holds the coupling: an attack may take it in any sub-batch
+
     def __init__(self, model: nn.Module, pool: torch.Tensor, samples: int):
         super().__init__()
         self.model, self.pool, self.samples = model, pool, samples
@@ -241,7 +245,7 @@ def attack_specs(cfg: Params, d: Dataset, net: Net, act: str, twin: Optional[nn.
             if twin is None:
                 continue
             kw["surrogate"] = twin
-        if a.kind == "bpda":
+        if a.kind in ("bpda", "autoattack_bpda"):
             if via is None:
                 continue
             kw["via"] = via
@@ -549,11 +553,15 @@ def section(ctx: Context) -> str:
         "MNIST layout. Attacks: FGSM and PGD follow each model's own gradient; BPDA replaces k-WTA's backward pass "
         f"with a smooth surrogate (x·sigmoid((x - t)/T), T = {p['temperature']}·std); transfer runs PGD on the ReLU "
         "twin and keeps each example's best iterate on the target; the gradient-free attack is Tramer et al.'s "
-        f"({_gradfree(p)}); AutoAttack is the standard version; EOT averages the batch-coupled model over random "
-        f"batch partners.{_restarted(p)} The blog's layer is attacked in the batches it is scored in, each batch "
-        "whole (no early stop, the final iterate, of the restarts the one that breaks the most of the batch): one "
-        "image's perturbation moves its partners' threshold, so a sub-batch is another function; AutoAttack and the "
-        "gradient-free estimate still evaluate it in batches of their own.\n\n"
+        f"({_gradfree(p)}); AutoAttack is the standard version (APGD-CE, APGD-T, FAB-T, Square), and AutoAttack "
+        "(BPDA) the same four with BPDA's backward pass (its values, hence the success checks and Square's queries, "
+        "are the model's own); EOT averages the batch-coupled model over random "
+        f"batch partners.{_restarted(p)} The blog's layer is attacked in the batches it is scored in: PGD and BPDA "
+        "each batch whole (no early stop, the final iterate, of the restarts the one that breaks the most of the "
+        "batch), since one image's perturbation moves its partners' threshold and a sub-batch is another function; "
+        "AutoAttack the batch's first example alone, then the rest with that example's result fixed in front (given "
+        "it, each other example's output is its own function, so AutoAttack's sub-batches of survivors meet the "
+        "function that is scored). The gradient-free estimate still evaluates it in batches of its own.\n\n"
         "**Training** (clean accuracy on the test images the attacks below run on, "
         f"{attacked}):\n\n{table(trow)}\n\n"
         f"{unfair}\n\n"
