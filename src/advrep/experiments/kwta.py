@@ -7,10 +7,10 @@ batch's first example masks every example), and the authors' MNIST layout (`xiao
 no ReLU, no BatchNorm, a wide dense layer with 1-D k-WTA). Every model is attacked with its own gradients (FGSM,
 PGD) and with attacks that do not trust them: BPDA through a smooth surrogate of the layer, PGD transferred from the
 ReLU twin, Tramer et al.'s gradient-free attack, standard AutoAttack on the model's own gradients and through the BPDA
-surrogate, and for the batch-coupled layer EOT over random batch partners. The attack loop attacks the batch-coupled
-layer in its scoring batches, whole; AutoAttack attacks the batch's first example alone, then the rest with it fixed
-in front (given it, each other example's output is its own function). All attacks of a model run on the same images;
-the worst case per example is a row.
+surrogate, and for the batch-coupled layer EOT over random batch partners. The batch-coupled layer is attacked in its
+scoring batches: its coupling runs through the batch's first example, so every attack takes that example alone and
+then the rest behind its result (`attacks.by_anchor`), each of them then a function of itself alone. All attacks of
+a model run on the same images; the worst case per example is a row.
 
 The batch-coupled layer's output depends on the batch it sits in, so an attack crafted in one batch layout and
 scored in another meets a function it never saw. The protocol study crafts FGSM and scores it (a) in the same
@@ -556,12 +556,11 @@ def section(ctx: Context) -> str:
         f"({_gradfree(p)}); AutoAttack is the standard version (APGD-CE, APGD-T, FAB-T, Square), and AutoAttack "
         "(BPDA) the same four with BPDA's backward pass (its values, hence the success checks and Square's queries, "
         "are the model's own); EOT averages the batch-coupled model over random "
-        f"batch partners.{_restarted(p)} The blog's layer is attacked in the batches it is scored in: PGD and BPDA "
-        "each batch whole (no early stop, the final iterate, of the restarts the one that breaks the most of the "
-        "batch), since one image's perturbation moves its partners' threshold and a sub-batch is another function; "
-        "AutoAttack the batch's first example alone, then the rest with that example's result fixed in front (given "
-        "it, each other example's output is its own function, so AutoAttack's sub-batches of survivors meet the "
-        "function that is scored). The gradient-free estimate still evaluates it in batches of its own.\n\n"
+        f"batch partners.{_restarted(p)} The blog's layer is attacked in the batches it is scored in: its coupling "
+        "runs through the batch's first example (whose threshold masks the rest), so every attack takes that example "
+        "alone (a batch of one is its own anchor) and then the others behind its result, each of them then a "
+        "function of itself alone: early stopping, best iterates, restarts on the unbroken and AutoAttack's "
+        "sub-batches of survivors all meet the function that is scored.\n\n"
         "**Training** (clean accuracy on the test images the attacks below run on, "
         f"{attacked}):\n\n{table(trow)}\n\n"
         f"{unfair}\n\n"
