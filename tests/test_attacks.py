@@ -189,17 +189,23 @@ class _FirstCoupled(nn.Module):
         return z - 0.5 * z[:1]
 
 
+def _first_coupled(n: int):
+    """The toy, a batch of n images and its own predictions as labels, with no call recorded yet."""
+    torch.manual_seed(0)
+    model = _FirstCoupled()
+    x = torch.rand(n, 1, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    model.firsts.clear()
+    return model, x, y
+
+
 @pytest.mark.parametrize("kw", [dict(early_stop=True), dict(early_stop=True, restarts=3), dict(best=True)])
 def test_a_first_coupled_model_is_attacked_behind_its_first_example(kw):
     """Coupled through the first example only (the blog's k-WTA), the loop attacks that example alone and the rest
     behind its result, with early stopping, best iterates and restarts; what it reports is what scoring the
     returned batch whole gives."""
-    torch.manual_seed(0)
-    model = _FirstCoupled()
-    x = torch.rand(16, 1, 4, 4)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    model.firsts.clear()
+    model, x, y = _first_coupled(16)
     res = A.pgd(model, x, y, A.Linf(0.3), 10, 0.05, **kw)
     batches = [first for size, first in model.firsts if size > 1]
     assert batches and all(torch.equal(first, res.x[0]) for first in batches)
@@ -214,12 +220,7 @@ def test_autoattack_attacks_a_first_coupled_model_as_it_is_scored():
     """AutoAttack runs each attack on the survivors of the last: sub-batches whose first example, and so whose
     function, differ from the scoring batch's. It attacks the first example alone, then the rest with that result in
     front; every example it reports broken is broken when the returned batch is scored whole."""
-    torch.manual_seed(0)
-    model = _FirstCoupled()
-    x = torch.rand(12, 1, 4, 4)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    model.firsts.clear()
+    model, x, y = _first_coupled(12)
     xa = A.autoattack(model, x, y, 0.3)
     changed = (xa != x).flatten(1).any(1)
     assert changed[1:].any()

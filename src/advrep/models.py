@@ -149,8 +149,8 @@ class BatchKWTA(KWTA):
     blog's code is incomplete; taking the k-th largest of the flattened x[0], one scalar, is our reading of its
     description.)"""
 
-    couples_batch = "first"  # through example 0 only: the loop attacks its batches whole (attacks.loop.pgd),
-    # AutoAttack the first example, then the rest with it fixed in front (attacks.autoattack)
+    couples_batch = "first"  # through example 0 only: attacks take it alone, then the rest behind its result
+    # (attacks.loop.by_anchor)
 
     def threshold(self, x: torch.Tensor) -> torch.Tensor:
         first = _rows(x.detach()[:1])[0]

@@ -16,7 +16,7 @@ import logging
 import torch
 import torch.nn as nn
 
-from .loop import Anchored, couples_batch, coupled_through_first, eval_mode, fast_layout
+from .loop import by_anchor, couples_batch, coupled_through_first, eval_mode, fast_layout
 
 STANDARD = {"attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "apgd_iter": 100, "apgd_t_iter": 100,
             "apgd_t_targets": 9, "fab_iter": 100, "fab_targets": 9, "square_queries": 5000}
@@ -63,8 +63,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
     if not coupled_through_first(model):
         raise ValueError("AutoAttack attacks sub-batches: a model coupled through its whole batch is another function "
                          "in each, and only coupling through the first example can be held fixed")
-    first = _run(model, x[:1], y[:1], eps, norm, seed, batch_size)  # a batch of one is its own anchor
-    return torch.cat([first, _run(Anchored(model, first), x[1:], y[1:], eps, norm, seed, batch_size)])
+    return by_anchor(_run, model, x, y, eps, norm, seed, batch_size)
 
 
 def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, seed: int,

@@ -82,15 +82,18 @@ class Anchored(nn.Module):
         return self.model(torch.cat([self.anchor.to(x.dtype), x]))[1:]
 
 
-def by_anchor(attack: Callable[..., "Result"], model: nn.Module, x: torch.Tensor, y: torch.Tensor, *args,
-              target: Optional[torch.Tensor] = None, judge: Optional[nn.Module] = None, **kw) -> "Result":
+def by_anchor(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *args,
+              target: Optional[torch.Tensor] = None, judge: Optional[nn.Module] = None, **kw):
     """`attack` on a batch of a model coupled through its first example, as the batch is scored: the first example
-    alone (a batch of one is its own anchor), then the rest behind that example's result."""
+    alone (a batch of one is its own anchor), then the rest behind that example's result. `attack` returns a
+    Result or the adversarial batch itself (AutoAttack); the two parts are joined the same way."""
     def part(rows: slice, anchor: Optional[torch.Tensor]):
         hold = (lambda m: m if anchor is None or m is None or not couples_batch(m) else Anchored(m, anchor))
         extra = ({} if target is None else {"target": target[rows]}) | ({} if judge is None else {"judge": hold(judge)})
         return attack(hold(model), x[rows], y[rows], *args, **extra, **kw)
     first = part(slice(0, 1), None)
+    if isinstance(first, torch.Tensor):
+        return torch.cat([first, part(slice(1, None), first)])
     return Result.cat([first, part(slice(1, None), first.x)])
 
 
