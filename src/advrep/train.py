@@ -156,7 +156,7 @@ def fit(model: nn.Module, train: Split, test: Split, cfg: TrainConfig, optim: Op
     if device.type == "cpu":
         tune_cpu_allocator()
     model.to(device)
-    channels_last = cfg.channels_last and train.x.ndim == 4 and train.x.shape[1] > 1
+    channels_last = cfg.channels_last and train.x.ndim == 4
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, optim)
