@@ -347,6 +347,32 @@ def test_autoattack_is_the_standard_version_and_lite_is_lighter():
     assert [getattr(a, "steps", None) for a in lite._autoattack.attacks][:3] == [10, 10, 10]
 
 
+def test_autoattack_parts_run_only_those_attacks_and_are_not_called_autoattack(monkeypatch):
+    import pyautoattack
+
+    from advrep.config import AttackConfig
+
+    ran = []
+    real = pyautoattack.AutoAttack.run_standard_evaluation
+
+    def spy(self, x, y, **kw):
+        ran.append((list(self.attacks_to_run), self.apgd_targeted.n_iter, self.apgd_targeted.n_target_classes))
+        return real(self, x, y, **kw)
+
+    monkeypatch.setattr(pyautoattack.AutoAttack, "run_standard_evaluation", spy)
+    model = linear_model()
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+    A.autoattack(model, x, y, 0.1, parts=("apgd-t", "apgd-ce"))
+    assert ran == [(["apgd-ce", "apgd-t"], 100, 9)]  # AutoAttack's order, its iterations and targets
+    with pytest.raises(ValueError, match="subset"):
+        A.autoattack(model, x, y, 0.1, parts=("apgd-dlr",))
+    AttackConfig(name="APGD-CE + APGD-T (BPDA)", kind="autoattack_bpda", parts=["apgd-ce", "apgd-t"])
+    with pytest.raises(ValueError, match="lighter attack"):
+        AttackConfig(name="AutoAttack (fast)", kind="autoattack", parts=["apgd-ce", "apgd-t"])
+    with pytest.raises(ValueError, match="autoattack kinds"):
+        AttackConfig(name="PGD", kind="pgd", parts=["apgd-ce"])
+
+
 def test_autoattack_standard_matches_pgd_on_a_linear_model(mnist_small):
     """On a softmax regression the loss is convex in x: AutoAttack can be no weaker than PGD, and both agree closely."""
     model, te = mnist_small

@@ -102,6 +102,17 @@ def test_matched_subset_keeps_the_clean_accuracy():
     assert torch.equal(idx, E.matched_subset(clean, 20, seed=1))
 
 
+def test_the_worst_case_counts_a_small_subset_where_it_ran_and_keeps_the_larger_images():
+    big = (torch.arange(8), torch.tensor([True, True, True, True, False, False, True, True]))
+    fast = (torch.arange(10), torch.tensor([True] * 9 + [False]))
+    small = (torch.tensor([1, 6]), torch.tensor([False, True]))  # inside the larger subset
+    idx, ok = E.common_worst([fast, big, small], min_n=8)
+    assert idx.tolist() == list(range(8))  # the 8-image subset, not the 2 images of the smallest
+    assert ok.tolist() == [True, False, True, True, False, False, True, True]
+    idx, ok = E.common_worst([fast, big, small])  # no min_n: the images every run covered
+    assert idx.tolist() == [1, 6] and ok.tolist() == [False, True]
+
+
 def test_every_attack_runs_on_the_same_images_and_the_worst_case_is_a_row():
     torch.manual_seed(0)
     model = models.build({"arch": "mlp", "dataset": "mnist", "widths": [16]}).eval()

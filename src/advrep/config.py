@@ -219,6 +219,8 @@ class AttackConfig(Strict):
     partners: int = Field(8, gt=0)  # eot only: random batch partners averaged per step
     max_n: Optional[int] = Field(None, gt=0)  # run on a subset of this many images with the same clean accuracy
     slow: bool = False  # run only at the slow_eps (AutoAttack's Square spends 5,000 queries per robust image)
+    parts: Optional[list[Literal["apgd-ce", "apgd-t", "fab-t", "square"]]] = None  # autoattack kinds: a subset of
+    # the standard four at their standard settings (null: all four); a subset is a lighter attack, named by its parts
 
     @field_validator("samples")
     @classmethod
@@ -227,10 +229,24 @@ class AttackConfig(Strict):
             raise ValueError(f"expected [until_step, samples >= 2] pairs with increasing until_step, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _parts(self):
+        if self.parts is None:
+            return self
+        if self.kind not in ("autoattack", "autoattack_bpda"):
+            raise ValueError(f"attack '{self.name}': parts is for the autoattack kinds, not '{self.kind}'")
+        if not self.parts or len(set(self.parts)) != len(self.parts):
+            raise ValueError(f"attack '{self.name}': parts must name distinct attacks of AutoAttack, got {self.parts}")
+        if len(self.parts) < 4 and "autoattack" in self.name.lower():
+            raise ValueError(f"attack '{self.name}': {' + '.join(self.parts)} is not AutoAttack but a lighter attack; "
+                             "name it by its parts (e.g. 'APGD-CE + APGD-T')")
+        return self
+
     def spec_kwargs(self) -> dict:
         """The evaluate.AttackSpec arguments (the EOT partner count is the experiment's to use)."""
         kw = self.model_dump(exclude={"partners"})
         kw["samples"] = tuple(tuple(s) for s in self.samples)
+        kw["parts"] = None if self.parts is None else tuple(self.parts)
         return kw
 
 

@@ -51,6 +51,7 @@ class AttackSpec:
     max_n: Optional[int] = None  # run on a subset of this many images, drawn to keep the clean accuracy
     slow: bool = False  # `evaluate` runs it at the short list `slow_eps` only
     eps: Optional[tuple[float, ...]] = None  # its own eps grid, in place of the evaluation's (e.g. FGSM's table)
+    parts: Optional[tuple[str, ...]] = None  # autoattack kinds: a subset of the standard four (None: all four)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -82,10 +83,10 @@ def run_attack(spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Ten
             raise ValueError(f"attack '{spec.name}': FGSM is an L-inf attack")
         return A.fgsm(model, x, y, eps, loss=spec.loss).x
     if spec.kind == "autoattack":
-        return A.autoattack(model, x, y, eps, spec.norm, seed=seed)
+        return A.autoattack(model, x, y, eps, spec.norm, seed=seed, parts=spec.parts)
     if spec.kind == "autoattack_bpda":  # the standard four, their gradients through the BPDA surrogate: the
         # BPDA module's value is the model's own, so AutoAttack's success checks and Square's queries see the model
-        return A.autoattack(spec.via, x, y, eps, spec.norm, seed=seed)
+        return A.autoattack(spec.via, x, y, eps, spec.norm, seed=seed, parts=spec.parts)
     if spec.kind == "autoattack_lite":
         return A.autoattack_lite(model, x, y, eps, spec.norm, seed=seed)
     step = spec.step_ratio * eps / spec.steps
@@ -128,12 +129,13 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[AttackSpec], eps: list[float], *,
              slow_eps: list[float] = (), large_eps: Optional[float] = None, batch_size: int = 500,
-             seed: Optional[int] = None, worst: bool = True) -> Evaluation:
+             seed: Optional[int] = None, worst: bool = True, worst_n: int = 0) -> Evaluation:
     """Every attack of `specs`, in order, on the same images: each over `eps` (a spec's own `eps` where it has one;
     slow specs over `slow_eps` only; a spec with max_n on its matched subset), then, with `worst`, one row per eps
     for the worst case per example over every attack run there (on the images they all ran on), and the sanity
     flags of the table, with `large_eps` the eps at which any working attack reaches ~0%. `seed` seeds torch
-    first, so random starts repeat."""
+    first, so random starts repeat. The slow attacks' worst case covers the images of every attack run on at
+    least `worst_n` of them; an attack on fewer (its subset drawn inside theirs) counts on the images it ran on."""
     if seed is not None:
         torch.manual_seed(seed)
     clean_ok = predict(model, x, batch_size) == y  # one clean pass, shared by every attack
@@ -157,7 +159,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[Att
             rows.append(_row(spec.name, spec.kind, spec.norm, e, spec.steps, spec.restarts, spec.loss, cs, ok,
                              dist))
     if worst:
-        rows += _worst_rows(rows, correct, clean_ok)
+        rows += _worst_rows(rows, correct, clean_ok, worst_n)
     table = pd.DataFrame(rows)
     big = None if large_eps is None else {s.norm: large_eps for s in specs}
     return Evaluation(table, sanity_flags(table, large_eps=big), correct)
@@ -173,32 +175,40 @@ def _row(name, kind, norm, eps, steps, restarts, loss, clean_ok, ok, dist=None) 
             "max_distortion": dist.max().item() if dist is not None and len(dist) else 0.0}
 
 
-def _worst_rows(rows: list[dict], correct: dict, clean_ok: torch.Tensor) -> list[dict]:
+def _worst_rows(rows: list[dict], correct: dict, clean_ok: torch.Tensor, worst_n: int = 0) -> list[dict]:
     """Per eps > 0 with two or more attacks: correct only where every attack left the example correct. One row over
     the attacks that ran on every image (`WORST`, n = all images), and, where slower attacks ran on a subset, one
-    over all attacks on the images they all ran on (`WORST_ALL`)."""
+    over all attacks (`WORST_ALL`) on the images every attack on at least `worst_n` images ran on, each smaller
+    attack counted on the images it ran on (see `common_worst`)."""
     out = []
     n_all = len(clean_ok)
     for e in sorted({r["eps"] for r in rows}):
-        runs = [(name, v) for (name, ee), v in correct.items() if ee == e]
+        runs = [v for (name, ee), v in correct.items() if ee == e]
         if e == 0 or len(runs) < 2:
             continue
-        full = [r for r in runs if len(r[1][0]) == n_all]
+        full = [r for r in runs if len(r[0]) == n_all]
         groups = [(WORST, full)] if len(full) >= 2 else []
         if len(full) < len(runs):
             groups.append((WORST_ALL, runs))
         for label, group in groups:
-            common = None
-            for _, (idx, _) in group:
-                s = set(idx.tolist())
-                common = s if common is None else common & s
-            common = torch.tensor(sorted(common), dtype=torch.long)
-            ok = torch.ones(len(common), dtype=torch.bool)
-            for _, (idx, o) in group:
-                pos = {int(i): k for k, i in enumerate(idx.tolist())}
-                ok &= o.cpu()[torch.tensor([pos[int(i)] for i in common], dtype=torch.long)]
+            common, ok = common_worst(group, worst_n)
             out.append(_row(label, "worst", rows[0]["norm"], e, 0, 0, "-", clean_ok.cpu()[common], ok))
     return out
+
+
+def common_worst(runs: list[tuple[torch.Tensor, torch.Tensor]], min_n: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The worst case per example over attack runs, each (indices, correct per index): (indices, correct) on the
+    images that every run on at least `min_n` images covers (all runs' common images if none is that large),
+    each image correct only if every run that covered it left it correct. Slow attacks' subsets are drawn inside
+    one another (`matched_subset`), so a small one does not shrink the comparison to its size."""
+    sets = [set(idx.tolist()) for idx, _ in runs]
+    common = sorted(set.intersection(*([s for s in sets if len(s) >= min_n] or sets)))
+    ok = {i: True for i in common}
+    for idx, o in runs:
+        for i, v in zip(idx.tolist(), o.cpu().tolist()):
+            if i in ok:
+                ok[i] = ok[i] and v
+    return torch.tensor(common, dtype=torch.long), torch.tensor([ok[i] for i in common], dtype=torch.bool)
 
 
 def robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[AttackSpec], eps_list: list[float],

@@ -22,3 +22,16 @@ def test_the_edge_left_is_the_cell_surest_above_zero_not_the_largest_gap():
     assert kwta._edge_left(none)[1] == 0
     assert "no k-WTA layer stays above its ReLU twin" in kwta.reading({}, none, {}, {"mnist": {}})
     assert kwta._edge_left(_verdicts([("cifar10", "kwta", 0.03, 0.5, 0.01, 250)])) is None
+
+
+def test_a_cell_with_the_fast_attacks_only_is_no_test_of_the_claim():
+    v = _verdicts([("mnist", "kwta", 0.1, 0.20, 0.03, 250),  # an edge, but only the fast attacks ran here
+                   ("mnist", "kwta", 0.15, 0.05, 0.03, 200),  # an edge under the slow ones too
+                   ("mnist", "kwta", 0.3, 0.00, 0.00, 200)])
+    v["slow_attacks"] = [False, True, True]
+    v.loc[0, "verdict"] = "not resolved"
+    row, above, total = kwta._edge_left(v)
+    assert row.eps == 0.15 and (above, total) == (1, 2)
+    text = kwta.reading({}, v, {}, {"mnist": {}})
+    assert "1 of 2 MNIST cells (layer, eps) where the slow attacks ran (eps 0.15, 0.3" in text
+    assert "1 of them with an edge under those: not resolved" in text

@@ -8,10 +8,14 @@ run on the examples the previous ones left robust; the worst case per example. `
 `autoattack_lite` is torchattacks' `AutoAttack(version="standard")`, which builds the same four attacks with 10
 iterations: a weaker attack, reported under the name "AutoAttack-lite (torchattacks, 10 it.)" and kept only to
 cross-check the two on the same images.
+
+`parts` runs a subset of the standard four (APGD-CE and APGD-T, say), each at its standard settings: a lighter
+attack than AutoAttack, which a config must name by its parts (config.AttackConfig refuses "AutoAttack" for it).
 """
 from __future__ import annotations
 
 import logging
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -54,26 +58,32 @@ class _ChannelsLast(nn.Module):
 
 
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
-               seed: int = 0, batch_size: int = 500) -> torch.Tensor:
-    """Standard AutoAttack on the model in eval mode; returns the adversarial examples (x where it failed).
+               seed: int = 0, batch_size: int = 500, parts: Optional[Sequence[str]] = None) -> torch.Tensor:
+    """Standard AutoAttack on the model in eval mode; returns the adversarial examples (x where it failed). With
+    `parts`, only those of its four attacks, in its order, each as the standard version runs it.
     A model coupled through its batch's first example is attacked as it is scored, with x the scoring batch: the
     first example alone (a batch of one is its own anchor), then the rest with that example's result in front."""
+    unknown = sorted(set(parts or ()) - set(STANDARD["attacks"]))
+    if unknown or (parts is not None and not parts):
+        raise ValueError(f"AutoAttack parts: expected a non-empty subset of {STANDARD['attacks']}, got {parts}")
     if len(x) == 1 or not couples_batch(model):
-        return _run(model, x, y, eps, norm, seed, batch_size)
+        return _run(model, x, y, eps, norm, seed, batch_size, parts)
     if not coupled_through_first(model):
         raise ValueError("AutoAttack attacks sub-batches: a model coupled through its whole batch is another function "
                          "in each, and only coupling through the first example can be held fixed")
-    return by_anchor(_run, model, x, y, eps, norm, seed, batch_size)
+    return by_anchor(_run, model, x, y, eps, norm, seed, batch_size, parts)
 
 
 def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, seed: int,
-         batch_size: int) -> torch.Tensor:
+         batch_size: int, parts: Optional[Sequence[str]] = None) -> torch.Tensor:
     convs = any(isinstance(m, nn.Conv2d) for m in model.modules())
     with eval_mode(model), fast_layout(model, x) as _:
         aa = standard_autoattack(_ChannelsLast(model) if convs else model, eps, norm, seed)
         got = counts(aa)
         if got != STANDARD:  # a package update that changes the standard version must not pass unnoticed
             raise RuntimeError(f"pyautoattack's standard AutoAttack is not the reference one: {got} != {STANDARD}")
+        if parts is not None:
+            aa.attacks_to_run = [a for a in STANDARD["attacks"] if a in parts]
         x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=batch_size)
     return x_adv.detach()
 
