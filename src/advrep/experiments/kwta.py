@@ -672,18 +672,20 @@ def _restarted(p: dict) -> str:
     return ";".join(out) + ("." if out else "")
 
 
+AA_PARTS = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}  # AutoAttack's order
+
+
 def _autoattacks(p: dict) -> str:
     """What each AutoAttack-kind attack of the stage runs, from its config."""
-    four = "APGD-CE, APGD-T, FAB-T, Square"
+    four = ", ".join(AA_PARTS.values())
     out = []
     for a in p["attacks"]:
         if a["kind"] not in ("autoattack", "autoattack_bpda"):
             continue
         parts = a.get("parts")
         what = (f"the standard AutoAttack ({four})" if not parts or len(parts) == 4 else
-                f"{' and '.join(x.upper() for x in parts)} as standard AutoAttack runs them (100 iterations; a "
-                "lighter attack than AutoAttack, without " + ", ".join(
-                    x.upper() for x in ("apgd-ce", "apgd-t", "fab-t", "square") if x not in parts) + ")")
+                f"{' and '.join(AA_PARTS[x] for x in parts)} as standard AutoAttack runs them (a lighter attack than "
+                "AutoAttack: without " + " and ".join(AA_PARTS[x] for x in AA_PARTS if x not in parts) + ")")
         via = (", with BPDA's backward pass (its values, hence the success checks and queries, are the model's "
                "own)") if a["kind"] == "autoattack_bpda" else ""
         out.append(f"{a['name']} is {what}{via}")
