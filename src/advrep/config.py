@@ -219,8 +219,9 @@ class AttackConfig(Strict):
     partners: int = Field(8, gt=0)  # eot only: random batch partners averaged per step
     max_n: Optional[int] = Field(None, gt=0)  # run on a subset of this many images with the same clean accuracy
     slow: bool = False  # run only at the slow_eps (AutoAttack's Square spends 5,000 queries per robust image)
-    parts: Optional[list[Literal["apgd-ce", "apgd-t", "fab-t", "square"]]] = None  # autoattack kinds: a subset of
-    # the standard four at their standard settings (null: all four); a subset is a lighter attack, named by its parts
+    parts: Optional[list[Literal["apgd-ce", "apgd-t", "fab-t", "square"]]] = Field(None, exclude_if=lambda v: v is None)
+    # autoattack kinds: a subset of the standard four at their standard settings (null: all four; left out of the
+    # resolved config then, as before the key existed); a subset is a lighter attack, named by its parts
 
     @field_validator("samples")
     @classmethod

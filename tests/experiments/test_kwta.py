@@ -35,3 +35,17 @@ def test_a_cell_with_the_fast_attacks_only_is_no_test_of_the_claim():
     text = kwta.reading({}, v, {}, {"mnist": {}})
     assert "1 of 2 MNIST cells (layer, eps) where the slow attacks ran (eps 0.15, 0.3" in text
     assert "1 of them with an edge under those: not resolved" in text
+
+
+def test_the_section_names_a_subset_of_autoattack_by_its_parts_and_says_which_data_did_not_run():
+    p = {"attacks": [{"name": "AutoAttack", "kind": "autoattack", "parts": None},
+                     {"name": "APGD-CE + APGD-T (BPDA)", "kind": "autoattack_bpda", "parts": ["apgd-ce", "apgd-t"]},
+                     {"name": "PGD-20", "kind": "pgd"}],
+         "datasets": {"mnist": {"nets": [{"name": "cnn"}]}, "cifar10": {"nets": []}}}
+    text = kwta._autoattacks(p)
+    assert "AutoAttack is the standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square)" in text
+    assert "APGD-CE + APGD-T (BPDA) is APGD-CE and APGD-T as standard AutoAttack runs them" in text
+    assert "without FAB-T and Square" in text and "BPDA's backward pass" in text
+    setting = {"net": "ResNet-18", "epochs": 100, "images": 50000}
+    assert "Not run in this profile:** cifar10" in kwta._not_run(p, setting)
+    assert kwta._not_run({"datasets": {"mnist": {"nets": [{"name": "cnn"}]}}}, setting) == ""
