@@ -488,14 +488,18 @@ def section(ctx: Context) -> str:
                    "k-WTA (blog)": pct(ref["kwta"])}
             brow.append(row)
 
-    # 2. per dataset: every model, every attack, every eps; n on every row
-    parts, imgs = [], []
+    # 2. per dataset: every model, every attack, every eps; n on every row. One figure, a row of panels per dataset
+    # run (a profile may leave one out), so that the report's outputs do not depend on which ran
+    parts = []
     order = list(dict.fromkeys(df["attack"]))  # one colour and marker per attack, the same in every panel
-    for ds, g in df.groupby("dataset", sort=False):
+    groups = list(df.groupby("dataset", sort=False))
+    width = max(len(set(zip(g["net"], g["model"]))) for _, g in groups)
+    fig, axes = plt.subplots(len(groups), width, figsize=(3.3 * width, 3.4 * len(groups)), squeeze=False,
+                             sharey=True)
+    handles = {}
+    for row, (ds, g) in zip(axes, groups):
         models_ = list(dict.fromkeys(zip(g["net"], g["model"])))
-        fig, axes = plt.subplots(1, len(models_), figsize=(3.3 * len(models_), 3.4), squeeze=False, sharey=True)
-        handles = {}
-        for ax, (net, mm) in zip(axes[0], models_):
+        for ax, (net, mm) in zip(row, models_):
             gm = g[(g["net"] == net) & (g["model"] == mm) & (g["eps"] < p["datasets"][ds]["large_eps"])]
             for name, a in gm.groupby("attack", sort=False):
                 a = a.sort_values("eps")
@@ -505,20 +509,22 @@ def section(ctx: Context) -> str:
                              ls="--" if "slow" in name else "-", color="k" if worst else f"C{j % 10}")
                 h, = ax.plot(a["eps"], 100 * a["robust_acc"], **style)
                 handles.setdefault(name, h)
-            ax.set(xlabel="L-inf eps (pixels in [0, 1])", title=f"{net}: {NAMES.get(mm, mm)}", ylim=(-3, 103))
+            ax.set(xlabel="L-inf eps (pixels in [0, 1])", title=f"{ds} {net}: {NAMES.get(mm, mm)}", ylim=(-3, 103))
             ax.title.set_fontsize(8)
             ax.grid(alpha=0.3)
-        axes[0, 0].set_ylabel("accuracy under attack (%)")
-        fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=min(len(handles), 5), fontsize=7,
-                   bbox_to_anchor=(0.5, -0.02), frameon=False)
-        fig.suptitle(f"{ds}: ReLU twins and k-WTA layers (gamma {p['gamma']}) under every attack", fontsize=10)
-        imgs.append(ctx.figure(fig, f"kwta_{ds}"))
+        for ax in row[len(models_):]:
+            ax.set_visible(False)
+        row[0].set_ylabel("accuracy under attack (%)")
         rows = []
         for (net, mm, a), r in g.groupby(["net", "model", "attack"], sort=False):
             rows.append({"net": net, "model": NAMES.get(mm, mm), "attack": a, "n": int(r["n"].iloc[0]),
                          **{eps_label(e): pct(v) for e, v in zip(r["eps"], r["robust_acc"])}})
         parts.append(f"**{ds}** (accuracy under attack; eps 0 is clean accuracy; slow attacks on a subset with the "
                      f"same clean accuracy, at some eps only)\n\n{table(_fill(rows))}\n")
+    fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=min(len(handles), 5), fontsize=7,
+               bbox_to_anchor=(0.5, 0.0), frameon=False)
+    fig.suptitle(f"ReLU twins and k-WTA layers (gamma {p['gamma']}) under every attack", fontsize=10)
+    img = ctx.figure(fig, "kwta")
 
     # 3. protocol study
     ptab = ""
@@ -576,7 +582,7 @@ def section(ctx: Context) -> str:
         f"{unfair}{_not_run(p, ctx.anchors['xiao']['cifar_setting'])}\n\n"
         "**Beside the blog's FGSM table** (a TensorFlow replication, note; the blog's layer scored here in fixed "
         f"batches of {p['protocol']['batch']}):\n\n{table(brow)}\n\n{ptab}\n"
-        + "\n".join(parts) + "\n" + "\n\n".join(f"![k-WTA]({i})" for i in imgs) + "\n\n"
+        + "\n".join(parts) + f"\n![k-WTA]({img})\n\n"
         f"{vtab}\n{reading(m, verdicts, p, blog)}\n\n"
         f"**RobustBench row** (authors' model, CIFAR-10 8/255): reported {pct(rb['reported'])}, AutoAttack "
         f"{pct(rb['autoattack'], 2)}, adaptive attack {pct(rb['adaptive'], 2)} (a different model: "
