@@ -25,6 +25,7 @@ from .loop import by_anchor, couples_batch, coupled_through_first, eval_mode, fa
 STANDARD = {"attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "apgd_iter": 100, "apgd_t_iter": 100,
             "apgd_t_targets": 9, "fab_iter": 100, "fab_targets": 9, "square_queries": 5000}
 NORMS = {"linf": "Linf", "l2": "L2"}
+PART_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}  # STANDARD's order
 
 
 def standard_autoattack(model: nn.Module, eps: float, norm: str = "linf", seed: int = 0):

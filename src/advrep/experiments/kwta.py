@@ -469,7 +469,7 @@ def section(ctx: Context) -> str:
 
     # 1. the blog's FGSM table beside ours (every protocol of the study for the batch-coupled layer)
     brow = []
-    ran = {ds: d for ds, d in p["datasets"].items() if d["nets"]}
+    ran = _ran(p)
     for ds, b in blog.items():
         if ds not in ran:
             continue
@@ -629,9 +629,8 @@ def comparability(clean, tr, p: dict, setting: dict) -> str:
     if not bad:
         return (f"Every k-WTA net is within {100 * MAX_CLEAN_GAP:.0f} points of its ReLU twin's clean accuracy, so "
                 "their robustness compares like with like.")
-    d = p["datasets"]
     budget = "; ".join(f"{ds}: {dd['data']['train_limit'] or 'all'} images, {dd['train']['epochs']} epochs"
-                       for ds, dd in d.items() if dd["nets"])
+                       for ds, dd in _ran(p).items())
     return (f"**Not meaningful:** {'; '.join(bad)}. These k-WTA nets are more than {100 * MAX_CLEAN_GAP:.0f} points "
             "below their ReLU twin, so their rows below compare a weaker classifier with a stronger one (fewer "
             "images left to break, lower accuracy under every attack for that reason alone), not the activation. "
@@ -647,15 +646,20 @@ def _fill(rows: list[dict]) -> list[dict]:
     return [{c: r.get(c, "–") for c in cols} for r in rows]
 
 
+def _ran(p: dict) -> dict:
+    """The datasets of resolved params `p` that this profile runs (a dataset with no nets is not run)."""
+    return {ds: d for ds, d in p["datasets"].items() if d["nets"]}
+
+
 def _recipes(p: dict) -> str:
     return "; ".join(f"{ds}: {d['optim']['name'].upper()} LR {d['optim']['lr']:g}, {d['train']['epochs']} epochs, "
                      f"batch {d['train']['batch_size']}, {d['data']['train_limit'] or 'all'} images"
-                     for ds, d in p["datasets"].items() if d["nets"])
+                     for ds, d in _ran(p).items())
 
 
 def _not_run(p: dict, setting: dict) -> str:
     """The datasets this profile configures no nets for, and why that is the budget's choice."""
-    off = [ds for ds, d in p["datasets"].items() if not d["nets"]]
+    off = [ds for ds in p["datasets"] if ds not in _ran(p)]
     if not off:
         return ""
     return (f" **Not run in this profile:** {', '.join(off)} (no nets under `kwta.datasets.{off[0]}`"
@@ -672,17 +676,15 @@ def _restarted(p: dict) -> str:
     for a in p["attacks"]:
         if a.get("restarts", 1) > 1:
             where = "; ".join(f"{ds} at {', '.join(f'{e:g}' for e in d['attack_eps'][a['name']]) or 'none'}"
-                              for ds, d in p["datasets"].items() if d["nets"] and a["name"] in d.get("attack_eps", {}))
+                              for ds, d in _ran(p).items() if a["name"] in d.get("attack_eps", {}))
             out.append(f" {a['name']} is {a['kind'].upper()} from {a['restarts']} random starts, the strongest "
                        f"kept" + (f" ({where})" if where else ""))
     return ";".join(out) + ("." if out else "")
 
 
-AA_PARTS = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}  # AutoAttack's order
-
-
 def _autoattacks(p: dict) -> str:
     """What each AutoAttack-kind attack of the stage runs, from its config."""
+    from ..attacks.autoattack import PART_NAMES as AA_PARTS
     four = ", ".join(AA_PARTS.values())
     out = []
     for a in p["attacks"]:
@@ -741,13 +743,20 @@ def reading(m: dict, verdicts, p: dict, blog: dict) -> str:
     return " ".join(out)
 
 
+def _claim_cells(verdicts) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The MNIST verdict cells that test the adaptive attacks' claim (those where the slow attacks ran; every cell
+    if none did) and the rest (the fast attacks only)."""
+    v = verdicts[verdicts["dataset"] == "mnist"]
+    slow = v["slow_attacks"].astype(bool) if "slow_attacks" in v else pd.Series(False, index=v.index)
+    return (v[slow], v[~slow]) if slow.any() else (v, v.iloc[:0])
+
+
 def _where_slow(verdicts) -> str:
     """Which eps the edge count covers: those where the slow attacks ran, and how many cells it leaves out."""
-    v = verdicts[verdicts["dataset"] == "mnist"]
-    if "slow_attacks" not in v or not v["slow_attacks"].any() or v["slow_attacks"].all():
+    tested, rest = _claim_cells(verdicts)
+    if not len(rest):
         return ""
-    eps = ", ".join(f"{e:g}" for e in sorted(v.loc[v["slow_attacks"].astype(bool), "eps"].unique()))
-    rest = v[~v["slow_attacks"].astype(bool)]
+    eps = ", ".join(f"{e:g}" for e in sorted(tested["eps"].unique()))
     open_ = int((rest["verdict"] == "not resolved").sum())
     return (f" where the slow attacks ran (eps {eps}; the other {len(rest)} cells had the fast attacks only, "
             f"{open_} of them with an edge under those: not resolved)")
@@ -796,9 +805,7 @@ def _edge_left(verdicts) -> Optional[tuple]:
     may be the widest; a cell with the fast attacks only is no test of the claim ('not resolved')."""
     if verdicts is None or not len(verdicts):
         return None
-    v = verdicts[verdicts["dataset"] == "mnist"]
-    if "slow_attacks" in v and v["slow_attacks"].any():
-        v = v[v["slow_attacks"].astype(bool)]
+    v, _ = _claim_cells(verdicts)
     if not len(v):
         return None
     lo = v["all_diff"] - v["all_ci95"]
