@@ -30,9 +30,9 @@ from advrep.config import OptimConfig, TrainConfig
 # name: (models.build config, input shape, train batch, train recipe (amp, channels_last), attack eps)
 MODELS = {
     "MNIST CNN (train_mnist, kwta twin)": ({"arch": "mnist_cnn", "widths": [32, 64, 128], "dataset": "mnist"},
-                                           (1, 28, 28), 128, dict(amp=False, channels_last=False), 0.1),
+                                           (1, 28, 28), 128, dict(amp=False, channels_last=True), 0.1),
     "MNIST CNN, k-WTA": ({"arch": "mnist_cnn", "widths": [32, 64, 128], "dataset": "mnist", "activation": "kwta",
-                          "gamma": 0.1}, (1, 28, 28), 200, dict(amp=False, channels_last=False), 0.1),
+                          "gamma": 0.1}, (1, 28, 28), 200, dict(amp=False, channels_last=True), 0.1),
     "CIFAR net 32/64/64 (train_cifar, nrf, kwta)": ({"arch": "cifar_cnn", "widths": [32, 64, 64],
                                                      "dataset": "cifar10"}, (3, 32, 32), 512,
                                                     dict(amp=False, channels_last=True), 8 / 255),
@@ -125,7 +125,7 @@ def ours_train(spec, x, y, batches: int, recipe: dict):
     model = models.build(spec).train()
     cfg = TrainConfig(epochs=1, batch_size=len(x), amp=recipe["amp"], channels_last=recipe["channels_last"])
     dev = torch.device("cpu")
-    cl = cfg.channels_last and x.ndim == 4 and x.shape[1] > 1  # as train.fit decides
+    cl = cfg.channels_last and x.ndim == 4  # as train.fit decides
     if cl:
         model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)

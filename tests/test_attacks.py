@@ -124,14 +124,20 @@ def test_attacks_use_eval_mode_and_restore_the_mode():
     assert all(m.training for m in model.modules())
 
 
-def test_attack_leaves_a_conv_net_as_it_found_it():
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("arch,dataset,shape", [("cifar_cnn", "cifar10", (3, 32, 32)), ("mnist_cnn", "mnist", (1, 28, 28))])
+def test_attack_leaves_a_conv_net_as_it_found_it(arch, dataset, shape, channels_last):
+    # every tensor's strides, not one weight's: a one-channel conv's weight looks contiguous in both layouts
     torch.manual_seed(0)
-    model = models.build({"arch": "cifar_cnn", "dataset": "cifar10", "widths": [8, 8, 8]}).eval()
-    x = torch.rand(6, 3, 32, 32)
+    model = models.build({"arch": arch, "dataset": dataset, "widths": [8, 8, 8]}).eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    strides = lambda: [t.stride() for t in [*model.parameters(), *model.buffers()]]  # noqa: E731
+    layout = strides()
+    x = torch.rand(6, *shape)
     before = model(x)
     res = A.pgd(model, x, model(x).argmax(1), A.Linf(8 / 255), 3, 2 / 255)
-    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    assert conv.weight.is_contiguous() and all(p.requires_grad for p in model.parameters())
+    assert strides() == layout and all(p.requires_grad for p in model.parameters())
     assert all(p.grad is None for p in model.parameters())
     torch.testing.assert_close(model(x), before)
     assert (A.Linf(8 / 255).norm(res.x - x) <= 8 / 255 + 1e-6).all()
