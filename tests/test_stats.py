@@ -61,3 +61,10 @@ def test_bound_claims():
     assert c.verdict == "reproduces"
     assert render.Claim("p", "above 5%", 0.05, 0.02, 0.01, 0.03, bound="above").verdict == "does not reproduce"
     assert render.Claim("p", "above 5%", 0.05, 0.05, 0.03, 0.07, bound="above").verdict == "not resolved"
+
+
+def test_not_below_claims():
+    # "no better than": refuted only by an interval wholly below the bound (Szegedy's units vs random directions)
+    for lo, hi, expected in ((0.01, 0.15, "reproduces"), (-0.05, 0.10, "reproduces"), (-0.15, -0.01,
+                                                                                      "does not reproduce")):
+        assert render.Claim("p", "not below 0", 0.0, (lo + hi) / 2, lo, hi, bound="not below").verdict == expected

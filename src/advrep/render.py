@@ -132,13 +132,17 @@ class Claim:
     section: str = ""  # the report section's heading, for the link
     profile: str = ""  # the profile the number comes from
     signed: bool = False  # a difference (printed in points) rather than an accuracy
-    bound: str = ""  # "above" / "below": the paper claims only that the value lies beyond `published`
+    bound: str = ""  # "above" / "below": the paper claims only that the value lies beyond `published`;
+    # "not below": only that it is no less than `published` (a "no better than" claim: refuted by an interval
+    # that lies wholly below it, met by any other)
     note: str = ""
 
     @property
     def verdict(self) -> str:
         if self.bound and self.ours is not None and self.ours == self.ours:
             lo, hi = (self.ours if self.lo is None else self.lo), (self.ours if self.hi is None else self.hi)
+            if self.bound == "not below":
+                return "reproduces" if hi >= self.published else "does not reproduce"
             beyond = lo > self.published if self.bound == "above" else hi < self.published
             short = hi < self.published if self.bound == "above" else lo > self.published
             return "reproduces" if beyond else "does not reproduce" if short else "not resolved"
