@@ -132,3 +132,20 @@ def test_every_attack_runs_on_the_same_images_and_the_worst_case_is_a_row():
     assert ws["n"] == 10
     idx, ok = ev.correct[("PGD-10 (subset)", 0.05)]
     assert len(idx) == 10 and len(ok) == 10
+
+
+def test_a_reference_correctness_gives_two_models_the_same_slow_subset():
+    # a paired comparison needs both models on the same images: each matched on its own clean accuracy, two
+    # models' subsets differ
+    torch.manual_seed(0)
+    a, b = (models.build({"arch": "mlp", "dataset": "mnist", "widths": [16]}).eval() for _ in range(2))
+    x = torch.rand(60, 1, 28, 28)
+    y = torch.arange(60) % 10
+    ref = torch.arange(60) % 3 == 0  # a reference model's correctness: one in three
+    own = E.predict(b, x, 60) == y
+    assert not torch.equal(E.matched_subset(own, 12), E.matched_subset(ref, 12))
+    spec = [E.AttackSpec("PGD-2 (subset)", steps=2, max_n=12, slow=True)]
+    idx = [E.evaluate(m, x, y, spec, [0.05], slow_eps=[0.05], seed=0, subset_ok=ok).correct[("PGD-2 (subset)", 0.05)][0]
+           for m, ok in ((a, ref), (b, ref), (b, None))]
+    assert torch.equal(idx[0], E.matched_subset(ref, 12)) and torch.equal(idx[1], idx[0])
+    assert torch.equal(idx[2], E.matched_subset(own, 12))

@@ -129,20 +129,24 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, specs: list[AttackSpec], eps: list[float], *,
              slow_eps: list[float] = (), large_eps: Optional[float] = None, batch_size: int = 500,
-             seed: Optional[int] = None, worst: bool = True, worst_n: int = 0) -> Evaluation:
+             seed: Optional[int] = None, worst: bool = True, worst_n: int = 0,
+             subset_ok: Optional[torch.Tensor] = None) -> Evaluation:
     """Every attack of `specs`, in order, on the same images: each over `eps` (a spec's own `eps` where it has one;
     slow specs over `slow_eps` only; a spec with max_n on its matched subset), then, with `worst`, one row per eps
     for the worst case per example over every attack run there (on the images they all ran on), and the sanity
     flags of the table, with `large_eps` the eps at which any working attack reaches ~0%. `seed` seeds torch
     first, so random starts repeat. The slow attacks' worst case covers the images of every attack run on at
-    least `worst_n` of them; an attack on fewer (its subset drawn inside theirs) counts on the images it ran on."""
+    least `worst_n` of them; an attack on fewer (its subset drawn inside theirs) counts on the images it ran on.
+    `subset_ok`: the clean correctness the subsets are matched on (default: this model's); pass a reference
+    model's so that every model of a paired comparison meets the slow attacks on the same images."""
     if seed is not None:
         torch.manual_seed(seed)
     clean_ok = predict(model, x, batch_size) == y  # one clean pass, shared by every attack
     rows, correct = [], {}
     for spec in specs:
         grid = list(spec.eps) if spec.eps is not None else list(slow_eps if spec.slow else eps)
-        idx = (torch.arange(len(x)) if spec.max_n is None else matched_subset(clean_ok, spec.max_n, seed or 0))
+        idx = (torch.arange(len(x)) if spec.max_n is None else
+               matched_subset(clean_ok if subset_ok is None else subset_ok.to(clean_ok.device), spec.max_n, seed or 0))
         idx = idx.to(x.device)
         xs, ys, cs = x[idx], y[idx], clean_ok[idx]
         threat_cls = A.THREATS[spec.norm]
