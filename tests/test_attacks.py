@@ -125,7 +125,8 @@ def test_attacks_use_eval_mode_and_restore_the_mode():
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-@pytest.mark.parametrize("arch,dataset,shape", [("cifar_cnn", "cifar10", (3, 32, 32)), ("mnist_cnn", "mnist", (1, 28, 28))])
+@pytest.mark.parametrize("arch,dataset,shape", [("cifar_cnn", "cifar10", (3, 32, 32)),
+                                                ("mnist_cnn", "mnist", (1, 28, 28))])
 def test_attack_leaves_a_conv_net_as_it_found_it(arch, dataset, shape, channels_last):
     # every tensor's strides, not one weight's: a one-channel conv's weight looks contiguous in both layouts
     torch.manual_seed(0)
