@@ -3,15 +3,17 @@
 
 Three layers, each in every activation slot of the same nets and beside the ReLU twin trained the same way: the
 paper's per-example k-WTA (`models.KWTA`), the blog's batch-coupled k-WTA (`models.BatchKWTA`: the threshold of the
-batch's first example masks every example), and the authors' MNIST layout (`xiao_mnist`: k-WTA after every conv,
-no ReLU, no BatchNorm, a wide dense layer with 1-D k-WTA). Every model is attacked with its own gradients (FGSM,
-PGD) and with attacks that do not trust them: BPDA through a smooth surrogate of the layer, PGD transferred from the
-ReLU twin, Tramer et al.'s gradient-free attack, standard AutoAttack on the model's own gradients and, through the
-BPDA surrogate, AutoAttack or (the default profile's budget) its two APGD attacks, and for the batch-coupled layer
-EOT over random batch partners. The batch-coupled layer is attacked in its
-scoring batches: its coupling runs through the batch's first example, so every attack takes that example alone and
-then the rest behind its result (`attacks.by_anchor`), each of them then a function of itself alone. All attacks of
-a model run on the same images; the worst case per example is a row.
+batch's first example masks every example), and the authors' MNIST layout (`xiao_mnist`: k-WTA after every conv, no
+ReLU, no BatchNorm, a wide dense layer with 1-D k-WTA). Every model is attacked with its own gradients (FGSM, PGD)
+and with attacks that do not trust them: BPDA through a smooth surrogate of the layer, PGD transferred from the ReLU
+twin, Tramer et al.'s gradient-free attack, standard AutoAttack on the model's own gradients, AutoAttack's two APGD
+attacks on its own gradients and through the BPDA surrogate (all four through it in the gpu and paper profiles), and
+for the batch-coupled layer EOT over random batch partners. The ReLU twins meet the slow attacks too, on the same
+images (subsets matched on the twin's clean accuracy), so each paired difference compares two models under the same
+attacks. The batch-coupled layer is attacked in its scoring batches: its coupling runs through the batch's first
+example, so every attack takes that example alone and then the rest behind its result (`attacks.by_anchor`), each of
+them then a function of itself alone. All attacks of a model run on the same images; the worst case per example is a
+row.
 
 The batch-coupled layer's output depends on the batch it sits in, so an attack crafted in one batch layout and
 scored in another meets a function it never saw. The protocol study crafts FGSM and scores it (a) in the same
