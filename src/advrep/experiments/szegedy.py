@@ -652,6 +652,7 @@ def reading(nets: pd.DataFrame, t4: pd.DataFrame, p: dict, a: dict) -> str:
 
 
 TITLE = "Szegedy et al. 2014: intriguing properties of neural networks (MNIST)"
+PAPER, SECTION = "Szegedy et al. 2014", "## " + TITLE  # the scoreboard's paper name and the section it links to
 
 
 def units_claim(m: dict):
@@ -661,15 +662,14 @@ def units_claim(m: dict):
     from ..render import Claim
     u = m["units"]
     d, h = u["random_minus_natural"], u["random_minus_natural_ci95"]
-    return Claim("Szegedy et al. 2014", "random directions look as semantic as units (purity, random minus natural)",
-                 0.0, d, d - h, d + h, f"{u['directions']} directions each", None, "## " + TITLE, signed=True,
-                 bound="not below")
+    return Claim(PAPER, "random directions look as semantic as units (purity, random minus natural)", 0.0, d, d - h,
+                 d + h, f"{u['directions']} directions each", None, SECTION, signed=True, bound="not below")
 
 
 def claims(ctx: Context) -> list:
     from ..render import Claim, diff_interval, wilson
     m, run_ = ctx.metrics("szegedy"), ctx.runs().get("szegedy")
-    paper, sec = "Szegedy et al. 2014", "## " + TITLE
+    paper, sec = PAPER, SECTION
     if m is None or run_ is None:
         return [Claim(paper, "examples transfer across models and training sets", 0.262, None, section=sec)]
     a, p = ctx.anchors["szegedy"], run_["params"]
