@@ -1,9 +1,9 @@
 """Throughput against the machine: for each model the default pipeline trains or attacks, training images/s and
 PGD image-steps/s of advrep beside (a) a plain eager PyTorch loop on the same model with torch's defaults (NCHW,
-fp32, torch's dense kernel, SGD's default update), (b) torchattacks' PGD on the same model and images (on torch's
-defaults, and on advrep's dense kernel: the loop alone), and (c) the machine's measured GEMM GFLOP/s on the same
-threads (torch's matmul and oneDNN's, fp32 and bf16; the higher of each is the peak), with each model's FLOPs per
-image, so that the achieved fraction of that peak is printed.
+fp32, torch's dense kernel and torch.topk for k-WTA's selection, SGD's default update), (b) torchattacks' PGD on the
+same model and images (on torch's defaults, and on advrep's kernels: the loop alone), and (c) the machine's measured
+GEMM GFLOP/s on the same threads (torch's matmul and oneDNN's, fp32 and bf16; the higher of each is the peak), with
+each model's FLOPs per image, so that the achieved fraction of that peak is printed.
 
     python benchmarks/throughput.py            # writes reports/benchmarks/throughput.json, prints a table
 
@@ -103,14 +103,14 @@ def flops(model, x, train_step: bool) -> float:
 
 
 def plain_train(spec, x, y, batches: int):
-    """A plain eager loop with torch's defaults: NCHW fp32, torch's dense kernel, SGD with its default update,
-    cross-entropy; no layout, no autocast."""
+    """A plain eager loop with torch's defaults: NCHW fp32, torch's dense kernel and top-k, SGD with its default
+    update, cross-entropy; no layout, no autocast."""
     torch.manual_seed(0)
     model = models.build(spec).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def run():
-        with models.torch_linear():
+        with models.torch_defaults():
             for i in range(batches):
                 loss = F.cross_entropy(model(x), y)
                 opt.zero_grad()
@@ -151,7 +151,7 @@ def plain_pgd1_train(spec, x, y, batches: int):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     eps = 4 / 255
 
-    @models.torch_linear()
+    @models.torch_defaults()
     def run():
         for i in range(batches):
             model.eval()
@@ -218,7 +218,7 @@ def main() -> int:
         theirs.load_state_dict(model.state_dict())
         ta = torchattacks.PGD(theirs, eps=eps, alpha=step, steps=args.steps, random_start=True)
         def ta_defaults():  # torchattacks as a user runs it: the model on torch's defaults
-            with models.torch_linear():
+            with models.torch_defaults():
                 ta(xa, ya)
 
         t_ta, t_ta_same, t_us = in_turns([ta_defaults, lambda: ta(xa, ya),  # and on advrep's kernel: the loop alone

@@ -425,8 +425,18 @@ def test_transfer_keeps_each_examples_best_iterate_on_the_target():
 
 @pytest.mark.parametrize("threat", [A.Linf(0.1), A.L2(1.0)])
 def test_projector_is_project(threat):
-    """The per-attack projector (bounds computed once) gives exactly what `project` gives."""
+    """The per-attack projector (bounds computed once) gives exactly what `project` gives, also when it may write
+    into the iterate's buffer (as the loop lets it) and the ascent step it is given is written into first."""
     g = torch.Generator().manual_seed(0)
     x = torch.rand(16, 1, 8, 8, generator=g)
     xa = x + 0.5 * torch.randn(16, 1, 8, 8, generator=g)
-    assert torch.equal(threat.projector(x)(xa), threat.project(xa, x))
+    want = threat.project(xa, x)
+    assert torch.equal(threat.projector(x)(xa), want)
+    buf = xa.clone()
+    assert torch.equal(threat.projector(x)(buf, out=buf), want)
+    grad = torch.randn(16, 1, 8, 8, generator=g)
+    step = threat.ascent(grad)
+    assert step.data_ptr() != grad.data_ptr()  # a new tensor: the loop's writes into it leave the gradient alone
+    torch.add(xa, step, alpha=0.1, out=step)
+    want = threat.project(torch.add(xa, threat.ascent(grad), alpha=0.1), x)
+    assert torch.equal(threat.projector(x)(step, out=step), want)

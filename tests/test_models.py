@@ -1,4 +1,6 @@
 """Models: shapes per architecture, normalisation inside the model, save/load round trip, activation factory."""
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -170,6 +172,29 @@ def test_kwta_k_rounding_and_ties():
     assert models.KWTA(0.25)(x).tolist() == [[3.0, 0.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0]]
     with pytest.raises(ValueError, match="gamma"):
         models.KWTA(0.0)
+
+
+@pytest.mark.parametrize("shape", [(1, 9), (5, 300), (37, 4096)])  # the last is split across torch's threads
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kth_largest_is_the_sorted_rows_kth_element_on_either_path(shape, dtype):
+    """k-WTA's selection (numpy's introselect on the CPU, torch.topk elsewhere or inside torch_topk): per row, the
+    element a descending sort puts at place k, ties and all, for several k at once."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=dtype).round(decimals=1)  # many ties
+    ks = sorted({1, max(1, shape[1] // 10), max(1, shape[1] // 10) + 1, shape[1]} - {shape[1] + 1})
+    want = x.sort(1, descending=True).values
+    for path in (contextlib.nullcontext, models.torch_topk):
+        with path():
+            got = models.kth_largest(x, ks)
+        for k, g in zip(ks, got):
+            assert g.dtype == dtype and torch.equal(g, want[:, k - 1]), (path, k)
+    assert models.SELECT_NUMPY  # torch_topk restored the switch
+    nan = torch.tensor([[float("nan"), 2.0, 1.0, 2.0]], dtype=dtype)  # NaN ranks as the largest on both paths
+    for path in (contextlib.nullcontext, models.torch_topk):
+        with path():
+            assert [v.item() for v in models.kth_largest(nan, [2, 3, 4])] == [2.0, 2.0, 1.0]
+    with pytest.raises(ValueError, match="every k"):
+        models.kth_largest(x, [0])
 
 
 def test_kwta_dense_layer_and_batch_independence():

@@ -250,7 +250,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat, step
                     keep = ~succeeded(logits, ls[rows], targeted)
                     live, g = rows[keep], g[keep]
                 if live is None:
-                    xa = project(torch.add(xa, threat.ascent(g), alpha=step_size))
+                    step = threat.ascent(g)  # a fresh tensor: the update and the clamp write into it
+                    xa = project(torch.add(xa, step, alpha=step_size, out=step), out=step)
                 elif len(live):
                     xa[live] = threat.project(xa[live] + step_size * threat.ascent(g), xs[live])
                 else:

@@ -35,7 +35,8 @@ class Threat:
         raise NotImplementedError
 
     def ascent(self, grad: torch.Tensor) -> torch.Tensor:
-        """The unit-norm direction that increases a linear function with gradient `grad` the most."""
+        """The unit-norm direction that increases a linear function with gradient `grad` the most, as a new tensor
+        (the loop writes its step and projection into it: two allocations and a pass less per step)."""
         raise NotImplementedError
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -48,8 +49,9 @@ class Threat:
 
     def projector(self, x: torch.Tensor):
         """`project` onto the ball around this `x`, as a function of x_adv alone: the loop calls it every step, so a
-        norm can compute what depends only on x once."""
-        return lambda x_adv: self.project(x_adv, x)
+        norm can compute what depends only on x once. The function may write its result into `out` (x_adv's
+        buffer, when the loop owns it) and return it."""
+        return lambda x_adv, out=None: self.project(x_adv, x)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(eps={self.eps:g})"
@@ -74,7 +76,7 @@ class Linf(Threat):
     def projector(self, x):
         # ball ∩ box is the box [max(x - eps, 0), min(x + eps, 1)]: one clamp a step, the same values as `project`
         lo, hi = (x - self.eps).clamp_(min=0), (x + self.eps).clamp_(max=1)
-        return lambda x_adv: torch.clamp(x_adv, lo, hi)
+        return lambda x_adv, out=None: torch.clamp(x_adv, lo, hi, out=out)
 
 
 class L2(Threat):
