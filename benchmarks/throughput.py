@@ -169,7 +169,7 @@ def plain_pgd1_train(spec, x, y, batches: int):
 def markdown(out: dict) -> str:
     """The README's table, from the json."""
     rows = ["| model | training img/s (precision, layout) | vs plain eager | of peak | PGD image-steps/s | "
-            "vs torchattacks (both on advrep's dense kernel) | of peak |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            "vs torchattacks (both on advrep's kernels) | of peak |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in out["models"]:
         rows.append(f"| {r['model']} | {r['train_images_per_s']:,.0f} ({r['train_precision']}, {r['train_layout']}) | "
                     f"{r['train_vs_eager']:.2f}x | {100 * r['train_fraction_of_peak']:.0f}% | "
