@@ -139,9 +139,9 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1)
 
 
-# numpy's introselect (np.partition) finds a row's k-th largest value 3x faster than torch.topk on one core of this
-# CPU, on float values alone (topk also moves an int64 index with each), and rows split across torch's threads take
-# it to 6x (measured: [500, 25088] rows, k = 2,508: 11 ms against 63 ms). Same values: the k-th largest is one
+# numpy's introselect (np.partition) finds a row's k-th largest value on one core 3x faster than torch.topk on two,
+# on float values alone (topk also moves an int64 index with each), and rows split across torch's threads take it
+# to 6x (measured: [500, 25088] rows, k = 2,508: 11 ms against 63 ms). Same values: the k-th largest is one
 # element of the row, whichever algorithm finds it. `SELECT_NUMPY = False` gives torch.topk (the benchmark's
 # baseline; `torch_defaults`). CUDA tensors, and dtypes numpy lacks (bf16), always take torch.topk.
 SELECT_NUMPY = True
@@ -274,7 +274,7 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x):
-        return torch.sub(x, self.mean).div_(self.std)  # in place on the difference: one pass less, same values
+        return torch.sub(x, self.mean).div_(self.std)  # in place on the difference: one buffer less, same values
 
 
 class Classifier(nn.Module):

@@ -36,7 +36,7 @@ class Threat:
 
     def ascent(self, grad: torch.Tensor) -> torch.Tensor:
         """The unit-norm direction that increases a linear function with gradient `grad` the most, as a new tensor
-        (the loop writes its step and projection into it: two allocations and a pass less per step)."""
+        (the loop writes its step and projection into it: two buffers less per step)."""
         raise NotImplementedError
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
