@@ -221,7 +221,7 @@ def main() -> int:
             with models.torch_defaults():
                 ta(xa, ya)
 
-        t_ta, t_ta_same, t_us = in_turns([ta_defaults, lambda: ta(xa, ya),  # and on advrep's kernel: the loop alone
+        t_ta, t_ta_same, t_us = in_turns([ta_defaults, lambda: ta(xa, ya),  # and on advrep's kernels: the loop alone
                                           lambda: A.pgd(model, xa, ya, A.Linf(eps), args.steps, step)], args.repeats)
         steps_s = lambda t: args.attack_n * args.steps / t  # noqa: E731
         rows.append({

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -148,10 +150,7 @@ SELECT_NUMPY = True
 _POOLS: dict = {}  # one thread pool per process id: a pool's threads do not survive a fork
 
 
-def _pool(workers: int):
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
+def _pool(workers: int) -> ThreadPoolExecutor:
     key = (os.getpid(), workers)
     if key not in _POOLS:
         _POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="advrep-select")

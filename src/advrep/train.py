@@ -77,10 +77,11 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     rest = [p for p in params if p.ndim <= 1]
-    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0})
-              if g["params"]]
-    if cfg.weight_decay == 0:  # one group, the same update: each group is another fused call and Python loop (a
-        groups = [{"params": params, "weight_decay": 0.0}]  # tenth of a small MLP's step is the optimizer's)
+    # without decay, one group (the same update): each group is another fused call and Python loop, and a tenth of a
+    # small MLP's step is the optimizer's
+    groups = ([{"params": params, "weight_decay": 0.0}] if cfg.weight_decay == 0 else
+              [g for g in ({"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0})
+               if g["params"]])
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
