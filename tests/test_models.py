@@ -278,3 +278,14 @@ def test_linear_on_onednn_matches_torch_linear(batch, inp, out):
     with models.torch_linear():
         assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
     assert models.Linear.ONEDNN == before
+
+
+@pytest.mark.parametrize("vendor,flags,expected", [("AuthenticAMD", "fpu sse avx2 avx512f avx512_bf16", True),
+                                                   ("AuthenticAMD", "fpu sse avx2 fma", False),
+                                                   ("GenuineIntel", "fpu sse avx2 avx512f", False),
+                                                   (None, None, False)])
+def test_onednn_dense_kernel_only_on_amd_with_avx512(monkeypatch, vendor, flags, expected):
+    """The dense kernel follows the CPU as /proc/cpuinfo names it: oneDNN on AMD CPUs with AVX-512 (MKL's slow path
+    there), torch's kernel on Intel CPUs and on AMD CPUs without AVX-512 (where oneDNN's was slower in training)."""
+    monkeypatch.setattr(models, "cpu_info", lambda field: {"vendor_id": vendor, "flags": flags}[field])
+    assert models._mkl_slow_cpu() is expected

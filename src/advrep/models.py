@@ -299,20 +299,22 @@ def cpu_info(field: str) -> str | None:
 
 
 def _mkl_slow_cpu() -> bool:
-    """True on AMD CPUs, where MKL (torch's CPU matmul on x86 wheels) takes a slower code path than on Intel's:
-    measured here, fp32 on 2 threads, MKL 200 GFLOP/s against oneDNN's 456 on an AMD EPYC, and MKL 214-312 against
-    oneDNN 191-288 on an Intel Xeon (Ice Lake), where oneDNN's dense path made a maxout training step 1.4x slower.
-    Read from /proc/cpuinfo, not timed, so that the kernel (and with it the rounding) is the same on every run on
-    one machine."""
-    return cpu_info("vendor_id") == "AuthenticAMD"
+    """True on AMD CPUs with AVX-512, where MKL (torch's CPU matmul on x86 wheels) takes a slower code path than
+    oneDNN: measured here, fp32 on 2 threads, MKL 200 GFLOP/s against oneDNN's 456 on an AMD EPYC with AVX-512. Not
+    on an Intel Xeon (Ice Lake: MKL 214-312 against oneDNN 191-288, and oneDNN's dense path made a maxout training
+    step 1.4x slower), nor on an AMD EPYC without AVX-512 (MKL 30-62 against oneDNN 63-71 on square GEMMs, yet
+    through oneDNN the maxout training step ran at 0.68x torch's kernel and the MLP's attack at 0.9x). Read from
+    /proc/cpuinfo, not timed, so that the kernel (and with it the rounding) is the same on every run on one machine."""
+    return cpu_info("vendor_id") == "AuthenticAMD" and "avx512f" in (cpu_info("flags") or "").split()
 
 
 class Linear(nn.Linear):
     """nn.Linear (same parameters, same state dict) whose product runs through oneDNN on a CPU when that is faster.
 
-    On AMD CPUs, torch's CPU matmul (MKL) reaches ~200 GFLOP/s in fp32 on 2 threads, about an AVX2 rate, while
-    oneDNN's GEMM reaches ~450 (both measured by benchmarks/throughput.py); on Intel CPUs MKL is the faster of the
-    two, and torch's kernel is kept (`_mkl_slow_cpu`). A dense layer is a 1x1 convolution over a 1 x batch image in
+    On AMD CPUs with AVX-512, torch's CPU matmul (MKL) reaches ~200 GFLOP/s in fp32 on 2 threads, about an AVX2 rate,
+    while oneDNN's GEMM reaches ~450 (both measured by benchmarks/throughput.py); on Intel CPUs MKL is the faster of
+    the two, and on AMD CPUs without AVX-512 oneDNN's dense path is slower in training, so torch's kernel is kept
+    (`_mkl_slow_cpu`). A dense layer is a 1x1 convolution over a 1 x batch image in
     channels-last layout, which is the same memory as the [batch, features] matrix, so oneDNN computes it with no
     copy. On AMD it pays from about 16M multiply-adds per call and a batch of 64 (measured fwd+bwd: 1.3-2.0x above
     that, 0.4-1.0x on smaller products, where MKL keeps them); the values are fp32 either way, the rounding is
