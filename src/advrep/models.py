@@ -302,8 +302,8 @@ def _mkl_slow_cpu() -> bool:
     """True on AMD CPUs with AVX-512, where MKL (torch's CPU matmul on x86 wheels) takes a slower code path than
     oneDNN: measured here, fp32 on 2 threads, MKL 200 GFLOP/s against oneDNN's 456 on an AMD EPYC with AVX-512. Not
     on an Intel Xeon (Ice Lake: MKL 214-312 against oneDNN 191-288, and oneDNN's dense path made a maxout training
-    step 1.4x slower), nor on an AMD EPYC without AVX-512 (MKL 30-62 against oneDNN 63-71 on square GEMMs, yet
-    through oneDNN the maxout training step ran at 0.68x torch's kernel and the MLP's attack at 0.9x). Read from
+    step 1.4x slower), nor on an AMD EPYC without AVX-512 (square GEMMs: MKL 30-62 GFLOP/s, oneDNN 30-71 on a
+    drifting VM; through oneDNN the maxout training step ran at 0.68x torch's kernel, timed in turns). Read from
     /proc/cpuinfo, not timed, so that the kernel (and with it the rounding) is the same on every run on one machine."""
     return cpu_info("vendor_id") == "AuthenticAMD" and "avx512f" in (cpu_info("flags") or "").split()
 
