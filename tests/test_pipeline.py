@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from advrep import train
 from conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("smoke", ROOT / ".ci" / "smoke.py")
@@ -18,6 +20,32 @@ smoke = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(smoke)
 
 DVC = str(Path(sys.executable).parent / "dvc")
+
+SMOKE_BUDGET_S = 420  # the smoke profile's `dvc repro`, on the machine reports/benchmarks/throughput.json was run on
+BUDGET_MODEL = "MNIST CNN (train_mnist, kwta twin)"
+
+
+def budget_scale() -> float:
+    """How much slower this machine is than the benchmark's (1 if faster, or if there is no benchmark): the MNIST
+    CNN's training rate, timed here exactly as the committed benchmark timed it. A wall-clock budget fixed in
+    seconds failed on a 2-core AMD EPYC without AVX-512, 3-4x slower than the machines it was set on (420.4 s)."""
+    bench = ROOT / "reports" / "benchmarks" / "throughput.json"
+    if not bench.is_file():
+        return 1.0
+    rows = {r["model"]: r for r in json.loads(bench.read_text())["models"]}
+    if BUDGET_MODEL not in rows:
+        return 1.0
+    tspec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks" / "throughput.py")
+    tp = importlib.util.module_from_spec(tspec)
+    tspec.loader.exec_module(tp)
+    train.tune_cpu_allocator()  # as the benchmark runs (process-wide glibc setting, harmless here)
+    model, shape, batch, recipe, _ = tp.MODELS[BUDGET_MODEL]
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(batch, *shape, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    steps = 6
+    run, _ = tp.ours_train(model, x, y, steps, recipe)
+    here = batch * steps / tp.in_turns([run], 3)[0]
+    return max(1.0, rows[BUDGET_MODEL]["train_images_per_s"] / here)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +85,9 @@ def run_json(cmd, scratch, env):
 @pytest.mark.slow
 def test_smoke_pipeline_writes_every_output(pipeline):
     scratch, _, seconds = pipeline
-    assert seconds < 420, f"smoke profile took {seconds:.0f}s, budget 420s"
+    budget = SMOKE_BUDGET_S * budget_scale()
+    assert seconds < budget, f"smoke profile took {seconds:.0f}s, budget {budget:.0f}s ({SMOKE_BUDGET_S}s on the " \
+                             "benchmark's machine, scaled by this one's measured speed)"
     for f in ["data/raw/mnist.npz", "data/raw/cifar10.npz", "data/models/train_mnist/model.pt",
               "data/models/train_cifar/model.json", "reports/report.md", "reports/figures/clean_training.png"]:
         assert (scratch / f).is_file(), f
