@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from advrep import attacks as A
 from advrep import data, evaluate, models, store
+from advrep.experiments import kwta
 
 EPS = 0.15  # the blog's headline eps, where the stage's edge is largest
 
@@ -64,13 +65,8 @@ class SoftAnchor(nn.Module):
         return a * torch.sigmoid((a - t.view(*([1] * a.ndim))) / scale)
 
 
-def bpda(model: nn.Module, temperature: float) -> nn.Module:
-    return A.with_bpda(model, lambda m: isinstance(m, models.KWTA), lambda m: models.SoftKWTA(
-        m.gamma, temperature, batch=isinstance(m, models.BatchKWTA)))
-
-
 def gauss(model, x, y, twin_ok, batch, temperature, sigmas, draws, seed) -> list[dict]:
-    via = bpda(model, temperature)
+    via = kwta.bpda(model, temperature)  # the stage's BPDA
     specs = [evaluate.AttackSpec(name="BPDA-PGD-100", kind="bpda", steps=100, via=via)]
     specs += [evaluate.AttackSpec(name=f"EOT-Gauss-BPDA-PGD-100 (sigma {s:g} eps, {draws} draws)", kind="bpda",
                                   steps=100, via=A.EOT(Noisy(via, s * EPS), draws)) for s in sigmas]

@@ -152,6 +152,13 @@ class Partnered(nn.Module):
         return out / self.samples
 
 
+def bpda(model: nn.Module, temperature: float) -> nn.Module:
+    """A copy of `model` whose k-WTA layers keep their values and take SoftKWTA's gradient (BPDA); the batch-coupled
+    layer's surrogate takes example 0's threshold for the batch, as the layer does."""
+    return attacks.with_bpda(model, lambda m: isinstance(m, models.KWTA), lambda m: models.SoftKWTA(
+        m.gamma, temperature, batch=isinstance(m, models.BatchKWTA)))
+
+
 def batches(model: nn.Module, x: torch.Tensor, size: int, order: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Predictions of `model` when x is fed in batches of `size` in `order` (default: as given); returned in x's
     order. For the batch-coupled layer the batch layout is part of the function."""
@@ -307,8 +314,7 @@ def run(section: str, cfg: Params) -> None:
                 model = trained[(ds, net.name, act)]
                 has = [m for m in model.modules() if isinstance(m, models.KWTA)]
                 coupled = any(isinstance(m, models.BatchKWTA) for m in has)
-                via = attacks.with_bpda(model, lambda m: isinstance(m, models.KWTA), lambda m: models.SoftKWTA(
-                    m.gamma, cfg.temperature, batch=isinstance(m, models.BatchKWTA))) if has else None
+                via = bpda(model, cfg.temperature) if has else None
                 eot = next((a.partners for a in cfg.attacks if a.kind == "eot"), 8)
                 partnered = Partnered(model, pool, eot) if coupled else None
                 specs = attack_specs(cfg, d, net, act, relu if act != "relu" else None, via, partnered)
